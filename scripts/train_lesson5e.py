@@ -1,0 +1,40 @@
+"""Train a Lesson 5e model (reference network, lesson-format checkpoints).
+
+    python scripts/train_lesson5e.py --output_dir output/train --base_channels 64 \
+        --num_training_steps 10000 --ema_decay 0.999 --mixed_precision bf16
+
+Multi-GPU: ``accelerate launch scripts/train_lesson5e.py ...``. Resume with ``--resume latest``.
+"""
+
+import argparse
+import dataclasses
+import logging
+
+from pipeline_mnist_ddim.training import TrainConfig, train
+
+
+def parse_args(argv=None) -> TrainConfig:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for field in dataclasses.fields(TrainConfig):
+        if field.type is bool:
+            parser.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, default=field.default)
+        else:
+            arg_type = {int: int, float: float}.get(field.type, float if "float" in str(field.type) else str)
+            parser.add_argument(f"--{field.name}", type=arg_type, default=field.default)
+    args = parser.parse_args(argv)
+    if args.channels not in (1, 3):
+        parser.error("--channels must be 1 or 3")
+    if args.base_channels % 32:
+        parser.error("--base_channels must be a multiple of 32 (GroupNorm uses 32 groups)")
+    if args.mixed_precision not in ("no", "bf16", "fp16"):
+        parser.error("--mixed_precision must be no, bf16 or fp16")
+    return TrainConfig(**vars(args))
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    print(train(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
