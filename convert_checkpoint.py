@@ -1,0 +1,68 @@
+"""Convert a Lesson 5e checkpoint into a self-contained diffusers pipeline folder.
+
+    python convert_checkpoint.py --checkpoint gaussian_diffusion_ddpm-10000.pt --output_dir mnist-ddim \
+        [--text_encoder openai/clip-vit-large-patch14 | LOCAL_DIR | none] [--dtype float32|float16|bfloat16] \
+        [--ema] [--push_to_hub REPO_ID] [--overwrite]
+
+The folder loads anywhere with
+``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``.
+"""
+
+import argparse
+import logging
+import sys
+
+import torch
+
+from pipeline_mnist_ddim.conversion import CheckpointError
+from pipeline_mnist_ddim.pipeline_builder import LESSON_TEXT_ENCODER, TextEncoderError, build_pipeline
+from pipeline_mnist_ddim.pipeline_folder import (
+    OutputFolderError,
+    check_output_dir,
+    model_card,
+    push_folder_to_hub,
+    save_pipeline_folder,
+)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+logger = logging.getLogger("convert_checkpoint")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="lesson .pt, a bare state dict .pt or .safetensors")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--text_encoder", default=LESSON_TEXT_ENCODER,
+                        help=f"Hub id or folder of a CLIP text model + tokenizer, or 'none' (default: {LESSON_TEXT_ENCODER})")  # fmt: skip
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the saved weights")
+    parser.add_argument("--ema", action="store_true", help="convert 'ema_state_dict' (our training script's EMA)")
+    parser.add_argument("--push_to_hub", metavar="REPO_ID", help="upload the folder to this Hub repo")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir")
+    parser.add_argument("--model_card_details", default="", help="extra Markdown for the model card")
+    return parser.parse_args(argv)
+
+
+def convert(args: argparse.Namespace) -> str:
+    check_output_dir(args.output_dir, args.overwrite)  # fail before the slow part
+    pipe, meta = build_pipeline(args.checkpoint, args.text_encoder, DTYPES[args.dtype], use_ema=args.ema)
+    card = model_card(pipe, args.checkpoint, meta, args.text_encoder, repo=args.push_to_hub or args.output_dir,
+                      details=args.model_card_details)  # fmt: skip
+    folder = save_pipeline_folder(pipe, args.output_dir, card, overwrite=args.overwrite)
+    logger.info("wrote %s", folder)
+    if args.push_to_hub:
+        logger.info("uploaded to %s", push_folder_to_hub(folder, args.push_to_hub))
+    return folder
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    try:
+        print(convert(parse_args(argv)))
+    except (CheckpointError, TextEncoderError, OutputFolderError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
