@@ -13,7 +13,6 @@ import copy
 import glob
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -22,10 +21,10 @@ from typing import Optional
 
 import torch
 from accelerate import Accelerator
-from PIL import Image
 from tqdm.auto import tqdm
 
 from .data import load_mnist
+from .image_grid import save_grid
 from .reference import TEXT_LABELS, LessonDiffusion, LessonUNet, ddim_sample
 
 logger = logging.getLogger(__name__)
@@ -54,19 +53,6 @@ class TrainConfig:
     seed: int = 0
     resume: Optional[str] = None  # a checkpoint path or "latest"
     init_weights: Optional[str] = None  # start from these network weights (.pt or .safetensors, comma-separated)
-
-
-def save_grid(images: torch.Tensor, path: str, nrow: int = 8) -> None:
-    """(N, C, H, W) in [0, 1] -> a PNG grid with a 2-pixel border, like torchvision's."""
-    images = images.detach().float().clamp(0, 1).cpu()
-    n, c, h, w = images.shape
-    rows = math.ceil(n / nrow)
-    grid = torch.zeros(c, rows * (h + 2) + 2, nrow * (w + 2) + 2)
-    for i, image in enumerate(images):
-        r, col = divmod(i, nrow)
-        grid[:, 2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + col * (w + 2) : 2 + col * (w + 2) + w] = image
-    array = (grid * 255).round().byte().permute(1, 2, 0).numpy()
-    Image.fromarray(array[..., 0] if c == 1 else array).save(path)
 
 
 def _atomic_torch_save(obj, path: str) -> None:

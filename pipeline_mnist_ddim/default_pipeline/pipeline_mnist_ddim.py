@@ -1,0 +1,305 @@
+"""Lesson 6 of mindiffusion as a diffusers pipeline: DDIM sampling of the Lesson 5e MNIST model.
+
+This file is loaded as Hub remote code (the pipeline folder's root), so it imports only
+torch, diffusers and transformers, and never the UNet subclass (diffusers loads that
+from ``unet/``; re-importing it here would create a second class of the same name).
+"""
+
+import inspect
+import json
+import os
+import shutil
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin, UNet2DConditionModel
+from diffusers.utils import logging, replace_example_docstring
+from diffusers.utils.torch_utils import randn_tensor
+
+logger = logging.get_logger(__name__)
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from diffusers import DiffusionPipeline
+
+        >>> pipe = DiffusionPipeline.from_pretrained("path/to/mnist-ddim", trust_remote_code=True)
+        >>> generator = torch.Generator().manual_seed(42)
+        >>> sevens = pipe(prompt="seven", num_images_per_prompt=4, generator=generator).images
+        >>> anything = pipe(batch_size=4, num_inference_steps=50, eta=0.0).images
+        ```
+"""
+
+
+class MNistDDIMPipeline(DiffusionPipeline):
+    r"""
+    Text-conditional MNIST sampling with DDIM (Lesson 6) from a Lesson 5e network.
+
+    Parameters:
+        unet ([`UNet2DConditionModel`]):
+            The Lesson 5e network (a `MNistUNet2DConditionModel`, loaded from the folder's `unet/`).
+        scheduler ([`SchedulerMixin`]):
+            A `DDIMScheduler` configured as Lesson 6 (see the README); any diffusers scheduler with
+            the lesson's betas and epsilon prediction may be swapped in with `from_config`.
+        text_encoder ([`~transformers.PreTrainedModel`], *optional*):
+            A text model whose `last_hidden_state` is the context (CLIP ViT-L/14 for the lesson's
+            checkpoints). Without it the pipeline samples unconditionally only.
+        tokenizer ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            The text encoder's tokenizer; prompts are padded to its `model_max_length`.
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet"
+    _optional_components = ["text_encoder", "tokenizer"]
+    _callback_tensor_inputs = ["latents", "prompt_embeds"]
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        scheduler: SchedulerMixin,
+        text_encoder: Optional[Any] = None,
+        tokenizer: Optional[Any] = None,
+    ):
+        super().__init__()
+        self.check_scheduler(scheduler)
+        self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
+
+    @staticmethod
+    def check_scheduler(scheduler: SchedulerMixin) -> None:
+        """Rejects scheduler settings that cannot reproduce the lesson (never rewrites them)."""
+        config = scheduler.config
+        wrong = {
+            key: config[key]
+            for key, ok in (
+                ("prediction_type", "epsilon"),
+                ("clip_sample", False),
+                ("thresholding", False),
+                ("num_train_timesteps", 1000),
+            )
+            if key in config and config[key] != ok
+        }
+        if wrong:
+            raise ValueError(
+                f"scheduler settings {wrong} do not match the Lesson 5e model, which predicts epsilon over "
+                "1000 steps and was trained without clipping: use prediction_type='epsilon', "
+                "clip_sample=False, thresholding=False, num_train_timesteps=1000"
+            )
+
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], **kwargs):
+        """Saves a folder that loads with `trust_remote_code=True`, also when this pipeline was itself remote code.
+
+        diffusers' `save_pretrained` copies no code and records custom classes as plain names or
+        as dynamic module paths; this copies the pipeline's and the UNet's source files verbatim
+        and records both as `[module, class]` pairs in `model_index.json`.
+        """
+        super().save_pretrained(save_directory, **kwargs)
+        index_path = os.path.join(save_directory, "model_index.json")
+        with open(index_path) as f:
+            index = json.load(f)
+        for name, obj, target_dir in (("_class_name", self, save_directory), ("unet", self.unet, os.path.join(save_directory, "unet"))):
+            source = inspect.getsourcefile(type(obj))
+            module = os.path.splitext(os.path.basename(source))[0]
+            shutil.copyfile(source, os.path.join(target_dir, module + ".py"))
+            index[name] = [module, type(obj).__name__]
+        with open(index_path, "w") as f:
+            json.dump(index, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    # ------------------------------------------------------------------ inputs
+
+    def check_inputs(
+        self, prompt, batch_size, num_inference_steps, eta, guidance_scale, latents, prompt_embeds, generator,
+        callback_on_step_end_tensor_inputs,
+    ):  # fmt: skip
+        if prompt is not None and prompt_embeds is not None:
+            raise ValueError("pass either `prompt` or `prompt_embeds`, not both")
+        if prompt is not None:
+            prompts = [prompt] if isinstance(prompt, str) else prompt
+            if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+                raise ValueError(f"`prompt` must be a string or a list of strings, not {type(prompt).__name__}")
+            if not prompts:
+                raise ValueError("`prompt` is an empty list: pass at least one prompt, or None to sample unconditionally")
+            if any(not p.strip() for p in prompts):
+                raise ValueError("`prompt` holds an empty string: pass a digit such as 'seven' or '7'")
+            if self.text_encoder is None or self.tokenizer is None:
+                raise ValueError(
+                    "this pipeline has no text encoder (it was converted with `--text_encoder none`), so it samples "
+                    "unconditionally only: call it with prompt=None, or convert again with a text encoder"
+                )
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer, not {batch_size!r}")
+        max_steps = self.scheduler.config.num_train_timesteps
+        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= max_steps:
+            raise ValueError(f"`num_inference_steps` must be an integer from 1 to {max_steps}, not {num_inference_steps!r}")
+        if eta < 0:
+            raise ValueError(f"`eta` must be >= 0 (0 is deterministic DDIM, 1 is DDPM-like), not {eta}")
+        if guidance_scale < 1:
+            raise ValueError(f"`guidance_scale` must be >= 1 (1 is the lesson's plain conditional sampling), not {guidance_scale}")
+        if guidance_scale > 1 and prompt is None and prompt_embeds is None:
+            raise ValueError("`guidance_scale` > 1 needs a prompt: guidance pushes away from the unconditional output")
+        if isinstance(generator, list) and latents is not None:
+            raise ValueError("pass either `latents` or a list of generators, not both")
+        if callback_on_step_end_tensor_inputs is not None and not all(
+            k in self._callback_tensor_inputs for k in callback_on_step_end_tensor_inputs
+        ):
+            raise ValueError(f"`callback_on_step_end_tensor_inputs` must be a subset of {self._callback_tensor_inputs}")
+
+    def accepted_words(self) -> Optional[List[str]]:
+        """The prompt words the tokenizer knows, when its vocabulary is small enough to list."""
+        if self.tokenizer is None or len(self.tokenizer) > 1000:
+            return None
+        specials = set(self.tokenizer.all_special_tokens)
+        return sorted((w for w in self.tokenizer.get_vocab() if w not in specials), key=lambda w: (not w.isdigit(), w))
+
+    def encode_prompt(self, prompt: Union[str, List[str]], device: torch.device, num_images_per_prompt: int = 1):
+        """The lesson's context: ``last_hidden_state`` of prompts padded to max length, no attention mask."""
+        prompts = [p.strip().lower() for p in ([prompt] if isinstance(prompt, str) else prompt)]
+        ids = self.tokenizer(
+            prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
+        ).input_ids  # fmt: skip
+        # A word-level tokenizer maps unknown words to [UNK]: the model never saw them, so refuse
+        # rather than sample noise. (CLIP's unk token is its end token: nothing to detect there.)
+        unk = self.tokenizer.unk_token_id
+        if unk is not None and unk not in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            unknown = [p for p, row in zip(prompts, ids) if (row == unk).any()]
+            if unknown:
+                words = self.accepted_words()
+                raise ValueError(f"unknown words in prompts {unknown}; this model knows {words}")
+        embeds = self.text_encoder(ids.to(device)).last_hidden_state
+        return embeds.repeat_interleave(num_images_per_prompt, dim=0)
+
+    def prepare_latents(self, batch_size, dtype, device, generator, latents=None):
+        config = self.unet.config
+        shape = (batch_size, config.in_channels, config.sample_size, config.sample_size)
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"got {len(generator)} generators for {batch_size} images: pass one per image")
+        if latents is None:
+            return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        if tuple(latents.shape) != shape:
+            raise ValueError(f"`latents` must have shape {shape}, not {tuple(latents.shape)}")
+        return latents.to(device=device, dtype=dtype)
+
+    def prepare_extra_step_kwargs(self, generator, eta):
+        # Not every scheduler takes eta (DDIM's sigma scale) or a generator.
+        parameters = set(inspect.signature(self.scheduler.step).parameters)
+        kwargs = {"eta": eta} if "eta" in parameters else {}
+        if "generator" in parameters:
+            kwargs["generator"] = generator
+        return kwargs
+
+    # ------------------------------------------------------------------ sampling
+
+    @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
+    def __call__(
+        self,
+        prompt: Optional[Union[str, List[str]]] = None,
+        num_images_per_prompt: int = 1,
+        batch_size: int = 1,
+        num_inference_steps: int = 50,
+        eta: float = 0.0,
+        guidance_scale: float = 1.0,
+        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
+        latents: Optional[torch.Tensor] = None,
+        prompt_embeds: Optional[torch.Tensor] = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Optional[Callable[[Any, int, int, Dict], Dict]] = None,
+        callback_on_step_end_tensor_inputs: Optional[List[str]] = None,
+    ):
+        r"""
+        Samples digits with DDIM (Lesson 6: equation 12 of the DDIM paper, no clipping).
+
+        Args:
+            prompt (`str` or `List[str]`, *optional*, defaults to `None`):
+                Digits to draw, as words or numerals ("seven", "7"); lowercased and stripped. `None`
+                samples unconditionally with the lesson's zero context.
+            num_images_per_prompt (`int`, *optional*, defaults to 1):
+                Images per prompt.
+            batch_size (`int`, *optional*, defaults to 1):
+                Number of images when sampling unconditionally.
+            num_inference_steps (`int`, *optional*, defaults to 50):
+                DDIM steps S; timesteps are `range(0, 1000, 1000 // S)` walked backwards, as Lesson 6.
+            eta (`float`, *optional*, defaults to 0.0):
+                DDIM's eta: 0 is deterministic (the lesson), 1 has DDPM's posterior variance.
+            guidance_scale (`float`, *optional*, defaults to 1.0):
+                1 is the lesson's conditional sampling; above 1, classifier-free guidance against
+                the zero context (the lesson dropped the context in 25% of training batches).
+            generator (`torch.Generator` or `List[torch.Generator]`, *optional*):
+                Seeds the latents (and eta > 0 noise). A list gives each image its own generator, so
+                an image depends on its seed only, not on the batch size.
+            latents (`torch.Tensor`, *optional*):
+                x_T of shape (batch, in_channels, 32, 32); the same latents always give the same images.
+            prompt_embeds (`torch.Tensor`, *optional*):
+                Precomputed contexts (B, tokens, cross_attention_dim), e.g. interpolated prompts.
+            output_type (`str`, *optional*, defaults to `"pil"`):
+                `"pil"`, `"np"` (N, H, W, C) or `"pt"` (N, C, H, W); values in [0, 1].
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Return an [`~pipelines.ImagePipelineOutput`] rather than a tuple.
+            callback_on_step_end (`Callable`, *optional*):
+                Called as `callback_on_step_end(self, step, timestep, callback_kwargs)` after each step.
+            callback_on_step_end_tensor_inputs (`List[str]`, *optional*):
+                Tensors passed in `callback_kwargs`, among `latents` and `prompt_embeds`.
+
+        Examples:
+
+        Returns:
+            [`~pipelines.ImagePipelineOutput`] or `tuple`: the images.
+        """
+        # 1. Check inputs
+        self.check_inputs(
+            prompt, batch_size, num_inference_steps, eta, guidance_scale, latents, prompt_embeds, generator,
+            callback_on_step_end_tensor_inputs,
+        )  # fmt: skip
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', not {output_type!r}")
+        device = self._execution_device
+
+        # 2. Encode the prompt; the unconditional context is zeros, which the network's bias-free
+        #    key/value projections turn into the same output at any token count.
+        if prompt is not None:
+            prompt_embeds = self.encode_prompt(prompt, device, num_images_per_prompt)
+        if prompt_embeds is not None:
+            batch_size = prompt_embeds.shape[0]
+            prompt_embeds = prompt_embeds.to(device=device, dtype=self.unet.dtype)
+            context = prompt_embeds
+            if guidance_scale > 1:
+                context = torch.cat([torch.zeros_like(prompt_embeds), prompt_embeds])
+        else:
+            context = torch.zeros(batch_size, 1, self.unet.config.cross_attention_dim, device=device, dtype=self.unet.dtype)
+
+        # 3. Timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+
+        # 4. Latents stay float32 whatever the UNet's dtype: the update needs the precision.
+        latents = self.prepare_latents(batch_size, torch.float32, device, generator, latents)
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+
+        # 5. Denoising loop
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            model_input = torch.cat([latents] * 2) if guidance_scale > 1 else latents
+            model_input = self.scheduler.scale_model_input(model_input, t).to(self.unet.dtype)
+            noise_pred = self.unet(model_input, t, encoder_hidden_states=context).sample.float()
+            if guidance_scale > 1:
+                noise_uncond, noise_text = noise_pred.chunk(2)
+                noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
+            latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+            if callback_on_step_end is not None:
+                callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs or []}
+                callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                latents = callback_outputs.pop("latents", latents)
+
+        # 6. Post-process: x in [-1, 1] -> [0, 1]
+        images = (latents / 2 + 0.5).clamp(0, 1)
+        if output_type != "pt":
+            images = images.permute(0, 2, 3, 1).cpu().numpy()
+            if output_type == "pil":
+                images = self.numpy_to_pil(images)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
