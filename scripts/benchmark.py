@@ -1,0 +1,90 @@
+"""Benchmark: the diffusers pipeline vs the reference Lesson 6 loop, same weights, same run.
+
+    python scripts/benchmark.py                          # full size (base 128, context 768), 50 steps
+    python scripts/benchmark.py --batch_size 64 --device cuda
+
+Prints seconds and images/s of each and their ratio, in float32 and in the reduced
+precision the device has (bfloat16 autocast on CPU, float16 + SDPA on CUDA), and the
+machine. Not a test: numbers depend on the machine; only same-run ratios compare.
+"""
+
+import argparse
+import contextlib
+import platform
+import time
+
+import torch
+from diffusers.utils import logging as diffusers_logging
+
+from pipeline_mnist_ddim.conversion import strip_prefixes, unet_from_lesson_state_dict
+from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
+from pipeline_mnist_ddim.reference import LessonUNet, ddim_sample
+from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+
+
+def timed(fn, device: torch.device, repeats: int) -> float:
+    fn()  # warm-up: kernels, allocator, oneDNN primitives
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / repeats
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch_size", type=int, default=None, help="default: 64 on CUDA, 8 on CPU")
+    parser.add_argument("--num_inference_steps", type=int, default=50)
+    parser.add_argument("--base_channels", type=int, default=128)
+    parser.add_argument("--context_dim", type=int, default=768)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args(argv)
+    diffusers_logging.set_verbosity_error()  # .to(dtype) on a UNet logs a harmless note each time
+    device = torch.device(args.device)
+    batch = args.batch_size or (64 if device.type == "cuda" else 8)
+
+    torch.manual_seed(0)
+    reference = LessonUNet(args.base_channels, context_dim=args.context_dim).eval()
+    unet = unet_from_lesson_state_dict(strip_prefixes(reference.state_dict()))
+    pipe = MNistDDIMPipeline(unet=unet, scheduler=lesson_ddim_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    reference.to(device)
+    pipe.to(device)
+    x_t = torch.randn(batch, 1, 32, 32, device=device)
+    zeros = torch.zeros(batch, args.context_dim, device=device)  # the lesson's unconditional context
+    steps = args.num_inference_steps
+
+    print(f"device: {describe(device)}; base {args.base_channels}, context {args.context_dim}, "
+          f"batch {batch}, {steps} DDIM steps")  # fmt: skip
+    low = torch.bfloat16 if device.type == "cpu" else torch.float16
+    variants = [("float32", None)] + [(str(low).replace("torch.", ""), low)]
+    for name, dtype in variants:
+        autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        if device.type == "cuda" and dtype is not None:
+            pipe.unet.to(dtype)  # half weights; the pipeline keeps its latents in float32
+            pipe_context = contextlib.nullcontext()
+        else:
+            pipe_context = autocast
+        with torch.no_grad():
+            with autocast:
+                ref_s = timed(lambda: ddim_sample(reference, x_t, zeros, steps), device, args.repeats)
+            with pipe_context:
+                pipe_s = timed(lambda: pipe(latents=x_t, batch_size=batch, num_inference_steps=steps, output_type="pt"),
+                               device, args.repeats)  # fmt: skip
+        print(f"{name:>9}: reference {ref_s:7.2f} s ({batch / ref_s:7.1f} img/s) | pipeline {pipe_s:7.2f} s "
+              f"({batch / pipe_s:7.1f} img/s) | pipeline speed-up x{ref_s / pipe_s:.2f}")  # fmt: skip
+        pipe.unet.to(torch.float32)
+
+
+if __name__ == "__main__":
+    main()
