@@ -41,7 +41,9 @@ def predict_labels(classifier: nn.Module, images: torch.Tensor, batch_size: int 
     return _run_batched(classifier, images, classifier, batch_size).argmax(dim=1)
 
 
-def conditional_accuracy(classifier: nn.Module, images: torch.Tensor, labels: ArrayLike, batch_size: int = 256) -> float:
+def conditional_accuracy(
+    classifier: nn.Module, images: torch.Tensor, labels: ArrayLike, batch_size: int = 256
+) -> float:
     r"""Share of images whose predicted class equals the label they were generated (or drawn) for.
 
     Args:

