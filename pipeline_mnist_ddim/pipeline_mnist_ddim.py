@@ -220,6 +220,8 @@ class MNistDDIMPipeline(DiffusionPipeline):
             raise ValueError("invert() needs a DDIM-style scheduler with `alphas_cumprod` and `timestep_spacing`")
         device = self._execution_device
         batch_size = images.shape[0]
+        if isinstance(prompt, list) and len(prompt) != batch_size:
+            raise ValueError(f"got {len(prompt)} prompts for {batch_size} images: pass one prompt, or one per image")
         if prompt is not None:
             prompt_embeds = self.encode_prompt(prompt, device, batch_size if isinstance(prompt, str) else 1)
         if prompt_embeds is not None:
@@ -341,7 +343,9 @@ class MNistDDIMPipeline(DiffusionPipeline):
                 noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
             latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
             if callback_on_step_end is not None:
-                callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs or []}
+                callback_kwargs = {}
+                for k in callback_on_step_end_tensor_inputs or []:  # not a comprehension: its locals() are its own
+                    callback_kwargs[k] = locals()[k]
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                 latents = callback_outputs.pop("latents", latents)
 

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Rebuild the embedded default pipeline from its training checkpoint (not shipped: 36 MB)
+# and the text encoder folder written beside it by scripts/train_lesson5e.py.
+#   bash scripts/build_default_pipeline.sh CHECKPOINT.pt TEXT_ENCODER_DIR
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python convert_checkpoint.py --checkpoint "$1" --text_encoder "$2" --dtype float16 \
+    --output_dir pipeline_mnist_ddim/default_pipeline --overwrite \
+    --model_card_details "$(cat docs/default_model.md)"

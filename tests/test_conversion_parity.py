@@ -1,0 +1,147 @@
+"""The converted diffusers UNet computes what the Lesson 5e network computes, from the same weights."""
+
+import ast
+
+import pytest
+import torch
+from conftest import convert, lesson_state_dict, perturbed_reference, shared_folder
+
+from pipeline_mnist_ddim.conversion import (
+    infer_unet_config,
+    strip_prefixes,
+    unet_from_lesson_state_dict,
+)
+from pipeline_mnist_ddim.reference import LessonDiffusion, LessonUNet, SpatialTransformer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TOLERANCE = 1e-4  # max abs difference of the predicted noise
+TIMESTEPS = (0, 500, 999)
+
+
+def predicted_noise(reference, unet, context, in_channels=1, seed=0):
+    """Both networks' epsilon for one latent per timestep in TIMESTEPS (one batch, per-sample t)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(TIMESTEPS), in_channels, 32, 32, generator=generator)
+    t = torch.tensor(TIMESTEPS, dtype=torch.float32)
+    diffusers_context = context[:, None, :] if context.dim() == 2 else context  # (B, D) is one token
+    with torch.no_grad():
+        expected = reference(x, t, context)
+        actual = unet(x, t, encoder_hidden_states=diffusers_context).sample
+    return expected, actual
+
+
+def text_context(dim, seed=1):
+    return torch.randn(len(TIMESTEPS), 77, dim, generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------- the checkpoint format
+
+
+def test_reference_state_dict_has_exactly_the_keys_and_shapes_of_a_lesson5e_checkpoint():
+    rows = (shared_folder() / "lesson5e_state_dict_keys.tsv").read_text().splitlines()
+    expected = [(key, ast.literal_eval(shape)) for key, shape in (row.split("\t") for row in rows if row.strip())]
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        state_dict = LessonDiffusion(LessonUNet()).state_dict()
+    actual = [(key, tuple(tensor.shape)) for key, tensor in state_dict.items()]
+    assert len(expected) == 440 and len(actual) == len(expected)
+    assert dict(actual) == dict(expected)
+
+
+@pytest.mark.parametrize(
+    "base_channels, in_channels, out_channels, context_dim",
+    [(128, 1, 1, 768), (32, 1, 1, 32), (64, 3, 3, 96), (32, 1, 2, 48)],
+)
+def test_converter_reads_widths_channels_and_context_dim_off_the_weights(
+    base_channels, in_channels, out_channels, context_dim
+):
+    with torch.device("meta"):
+        model = LessonUNet(base_channels, in_channels, out_channels, context_dim)
+    config = infer_unet_config(strip_prefixes(lesson_state_dict(model)))
+    assert config == dict(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        base_channels=base_channels,
+        cross_attention_dim=context_dim,
+        transformer_inner_dim=64,
+    )
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod.", "_orig_mod.module."])
+def test_wrapper_prefixes_are_stripped(prefix):
+    stripped = strip_prefixes({prefix + "_unet.middle.1.norm.weight": torch.ones(1)})
+    assert list(stripped) == ["middle.1.norm.weight"]
+
+
+def test_keys_with_wrapper_prefixes_convert_to_the_same_weights(tiny_reference, tiny_unet):
+    prefixed = {"module._orig_mod." + key: value for key, value in lesson_state_dict(tiny_reference).items()}
+    unet = unet_from_lesson_state_dict(strip_prefixes(prefixed))
+    expected = tiny_unet.state_dict()
+    assert unet.state_dict().keys() == expected.keys()
+    assert all(torch.equal(tensor, expected[key]) for key, tensor in unet.state_dict().items())
+
+
+def test_converted_unet_is_a_float32_eval_model(tiny_unet):
+    assert not tiny_unet.training
+    assert {p.dtype for p in tiny_unet.parameters()} == {torch.float32}
+
+
+# ---------------------------------------------------------------- small networks
+
+
+def test_tiny_network_matches_reference_with_text_context(tiny_reference, tiny_unet):
+    expected, actual = predicted_noise(tiny_reference, tiny_unet, text_context(32))
+    assert (expected - actual).abs().max().item() <= TOLERANCE
+
+
+def test_tiny_network_matches_reference_with_lesson_zero_context(tiny_reference, tiny_unet):
+    expected, actual = predicted_noise(tiny_reference, tiny_unet, torch.zeros(len(TIMESTEPS), 32))
+    assert (expected - actual).abs().max().item() <= TOLERANCE
+
+
+def test_three_channel_network_converts_and_matches_reference():
+    reference = perturbed_reference(base_channels=32, context_dim=32, in_channels=3, seed=3)
+    unet = convert(reference)
+    assert (unet.config.in_channels, unet.config.out_channels) == (3, 3)
+    expected, actual = predicted_noise(reference, unet, text_context(32), in_channels=3)
+    assert expected.shape == actual.shape == (len(TIMESTEPS), 3, 32, 32)
+    assert (expected - actual).abs().max().item() <= TOLERANCE
+
+
+def test_narrower_network_with_other_context_dim_converts_and_matches_reference():
+    reference = perturbed_reference(base_channels=64, context_dim=96, seed=4)
+    unet = convert(reference)
+    assert (unet.config.base_channels, unet.config.cross_attention_dim) == (64, 96)
+    expected, actual = predicted_noise(reference, unet, text_context(96))
+    assert (expected - actual).abs().max().item() <= TOLERANCE
+
+
+def test_perturbed_weights_make_every_transformer_contribute(tiny_reference):
+    """Guards the parity tests: the lesson zero-initialises proj_out, which would hide attention."""
+    transformers = [m for m in tiny_reference.modules() if isinstance(m, SpatialTransformer)]
+    assert len(transformers) == 6  # downs.1: 2, middle: 1, ups.2: 3
+    assert all(m.proj_out.weight.abs().min() > 0 and m.proj_out.bias.abs().min() > 0 for m in transformers)
+
+
+# ---------------------------------------------------------------- the full-size network
+
+
+@pytest.fixture(scope="module")
+def full_size():
+    """Base width 128, context 768: the course's network, with perturbed random weights."""
+    reference = perturbed_reference(base_channels=128, context_dim=768, seed=5)
+    return reference, convert(reference)
+
+
+@pytest.mark.slow
+def test_full_size_network_matches_reference_with_clip_sized_context(full_size):
+    reference, unet = full_size
+    expected, actual = predicted_noise(reference, unet, text_context(768))
+    assert (expected - actual).abs().max().item() <= TOLERANCE
+
+
+@pytest.mark.slow
+def test_full_size_network_matches_reference_with_lesson_zero_context(full_size):
+    reference, unet = full_size
+    expected, actual = predicted_noise(reference, unet, torch.zeros(len(TIMESTEPS), 768))
+    assert (expected - actual).abs().max().item() <= TOLERANCE

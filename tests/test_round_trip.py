@@ -1,0 +1,214 @@
+"""Lesson checkpoint -> `convert_checkpoint.py` -> a folder that loads anywhere with `trust_remote_code=True`.
+
+"Anywhere" is checked in a fresh Python process in which this package cannot be imported
+(it is installed in editable mode here, so an import hook hides it): the folder must carry
+all its code.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DiffusionPipeline
+from safetensors import safe_open
+
+import pipeline_mnist_ddim.pipeline_mnist_ddim as pipeline_module
+import pipeline_mnist_ddim.unet_mnist as unet_module
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PROMPTS = ["seven", "3"]
+SEED, STEPS = 21, 5
+
+# Runs in the subprocess: load FOLDER without this package, sample, save the images; optionally re-save.
+LOAD_AND_SAMPLE = r"""
+import importlib.abc, sys
+
+class HidePackage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "pipeline_mnist_ddim" or name.startswith("pipeline_mnist_ddim."):
+            raise ImportError(f"{name} is hidden: the folder must load from its own code")
+        return None
+
+sys.meta_path.insert(0, HidePackage())
+try:
+    import pipeline_mnist_ddim
+except ImportError:
+    pass
+else:
+    sys.exit("the package is still importable: the check would prove nothing")
+
+import json
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+
+folder, images_path, resave_folder, settings = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+pipe.set_progress_bar_config(disable=True)
+generator = torch.Generator().manual_seed(settings["seed"])
+images = pipe(prompt=settings["prompts"], num_inference_steps=settings["steps"], generator=generator,
+              output_type="np").images
+np.save(images_path, images)
+if resave_folder:
+    pipe.save_pretrained(resave_folder)
+print(type(pipe).__module__, type(pipe.unet).__module__)
+"""
+
+
+def load_in_fresh_process(folder: Path, work: Path, resave_folder: Path = None):
+    """(images, module names of the loaded pipeline and unet classes) from a subprocess."""
+    images_path = work / f"images-{folder.name}.npy"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(work / "hf_modules"),
+               OMP_NUM_THREADS="1")  # as in this process (see conftest.one_thread)
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_SAMPLE, str(folder), str(images_path), str(resave_folder or ""),
+         json.dumps(dict(prompts=PROMPTS, steps=STEPS, seed=SEED))],
+        cwd=work, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(images_path), result.stdout.split()
+
+
+def run_converter(convert_script, checkpoint, output_dir, *options):
+    argv = ["--checkpoint", str(checkpoint), "--output_dir", str(output_dir), *options]
+    assert convert_script.main(argv) == 0
+    return Path(output_dir)
+
+
+@pytest.fixture(scope="module")
+def folder(convert_script, lesson_checkpoint, text_encoder_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("converted") / "mnist-ddim"
+    return run_converter(convert_script, lesson_checkpoint, out, "--text_encoder", str(text_encoder_folder))
+
+
+@pytest.fixture(scope="module")
+def in_process_images(tiny_unet, tiny_text_encoder):
+    """The same network and encoder, never saved: what the folder must reproduce."""
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
+    from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+
+    text_encoder, tokenizer = tiny_text_encoder
+    pipe = MNistDDIMPipeline(tiny_unet, lesson_ddim_scheduler(), text_encoder, tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(SEED)
+    return pipe(prompt=PROMPTS, num_inference_steps=STEPS, generator=generator, output_type="np").images
+
+
+@pytest.fixture(scope="module")
+def remote_load(folder, tmp_path_factory):
+    """Loads the folder in a fresh process without the package, and re-saves it from there."""
+    work = tmp_path_factory.mktemp("remote")
+    images, modules = load_in_fresh_process(folder, work, resave_folder=work / "resaved")
+    return images, modules, work / "resaved", work
+
+
+# ---------------------------------------------------------------- loading elsewhere
+
+
+def test_folder_loads_without_the_package_as_remote_code(remote_load):
+    _, modules, _, _ = remote_load
+    assert [name.split(".")[0] for name in modules] == ["diffusers_modules", "diffusers_modules"]
+
+
+def test_folder_loaded_elsewhere_samples_the_same_images(remote_load, in_process_images):
+    images, _, _, _ = remote_load
+    assert images.shape == in_process_images.shape == (2, 32, 32, 1)
+    assert np.abs(images - in_process_images).max() <= 1e-6
+
+
+def test_remotely_loaded_pipeline_resaves_a_folder_that_loads_again(remote_load, in_process_images):
+    first_images, _, resaved, work = remote_load
+    images, modules = load_in_fresh_process(resaved, work)
+    assert modules[0].startswith("diffusers_modules")
+    assert np.abs(images - first_images).max() <= 1e-6
+    assert np.abs(images - in_process_images).max() <= 1e-6
+
+
+def test_resaved_folder_carries_the_same_code(remote_load):
+    _, _, resaved, _ = remote_load
+    assert (resaved / "pipeline_mnist_ddim.py").read_bytes() == Path(pipeline_module.__file__).read_bytes()
+    assert (resaved / "unet" / "unet_mnist.py").read_bytes() == Path(unet_module.__file__).read_bytes()
+
+
+# ---------------------------------------------------------------- the folder's contents
+
+
+def test_model_index_names_the_custom_pipeline_and_unet_as_module_class_pairs(folder):
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline_mnist_ddim", "MNistDDIMPipeline"]
+    assert index["unet"] == ["unet_mnist", "MNistUNet2DConditionModel"]
+    assert index["scheduler"] == ["diffusers", "DDIMScheduler"]
+
+
+def test_folder_code_is_the_package_code_byte_for_byte(folder):
+    assert (folder / "pipeline_mnist_ddim.py").read_bytes() == Path(pipeline_module.__file__).read_bytes()
+    assert (folder / "unet" / "unet_mnist.py").read_bytes() == Path(unet_module.__file__).read_bytes()
+
+
+def test_folder_has_a_diffusers_model_card(folder):
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\n")
+    front_matter = card.split("---\n")[1].splitlines()
+    assert "library_name: diffusers" in front_matter
+
+
+def test_saved_scheduler_config_pins_the_lesson_settings(folder):
+    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert config["clip_sample"] is False and config["set_alpha_to_one"] is True
+    assert (config["timestep_spacing"], config["steps_offset"], config["prediction_type"]) == ("leading", 0, "epsilon")
+
+
+def test_converted_weights_are_float32_by_default(folder):
+    with safe_open(folder / "unet" / "diffusion_pytorch_model.safetensors", "pt") as weights:
+        assert {weights.get_tensor(key).dtype for key in weights.keys()} == {torch.float32}
+
+
+def test_dtype_float16_saves_float16_weights(convert_script, lesson_checkpoint, text_encoder_folder, tmp_path):
+    out = run_converter(
+        convert_script, lesson_checkpoint, tmp_path / "fp16", "--text_encoder", str(text_encoder_folder),
+        "--dtype", "float16",
+    )  # fmt: skip
+    for weights_file in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        with safe_open(out / weights_file, "pt") as weights:
+            assert {weights.get_tensor(key).dtype for key in weights.keys()} == {torch.float16}, weights_file
+
+
+# ---------------------------------------------------------------- without a text encoder
+
+
+@pytest.fixture(scope="module")
+def unconditional_folder(convert_script, lesson_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("converted") / "mnist-ddim-unconditional"
+    return run_converter(convert_script, lesson_checkpoint, out, "--text_encoder", "none")
+
+
+@pytest.fixture(scope="module")
+def unconditional_pipeline_loaded(unconditional_folder):
+    pipe = DiffusionPipeline.from_pretrained(unconditional_folder, trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_text_encoder_none_gives_a_pipeline_that_samples_unconditionally(
+    unconditional_pipeline_loaded, unconditional_pipeline
+):
+    assert unconditional_pipeline_loaded.text_encoder is None and unconditional_pipeline_loaded.tokenizer is None
+    latents = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(SEED))
+    kwargs = dict(batch_size=2, latents=latents, num_inference_steps=2, output_type="pt")
+    images = unconditional_pipeline_loaded(**kwargs).images
+    assert torch.equal(images, unconditional_pipeline(**kwargs).images)
+
+
+def test_text_encoder_none_gives_a_pipeline_that_refuses_prompts(unconditional_pipeline_loaded):
+    with pytest.raises(ValueError, match="no text encoder"):
+        unconditional_pipeline_loaded(prompt="seven", num_inference_steps=1)
+
+
+def test_text_encoder_none_model_card_says_unconditional(unconditional_folder):
+    assert "pipeline_tag: unconditional-image-generation" in (unconditional_folder / "README.md").read_text()

@@ -1,0 +1,140 @@
+"""The pipeline samples what Lesson 6 (DDIM) and Lesson 5 (DDPM) sample, from the same x_T and noise.
+
+A network with random weights is no denoiser: both samplers then run off to values in the
+hundreds, nearly every pixel of the [0, 1] images is clamped to 0 or 1 (the comparison says
+little) and float32 rounding of those large values alone exceeds the tolerance. So both
+networks, the lesson's and the converted one, are wrapped alike to predict
+``eps = x_t + 0.05 * network(x_t, t, context)``: a rough denoiser of images near zero whose
+samples stay in range, while the network still moves pixels by up to ~0.2 (far above the
+tolerance), so a wrong timestep or context would show. Network parity on its own is
+tested in test_conversion_parity.py.
+"""
+
+import itertools
+
+import pytest
+import torch
+from conftest import TINY_CONTEXT, seeded_latents
+
+from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
+from pipeline_mnist_ddim.reference import ddim_sample, ddpm_sample, lesson_betas
+from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler, lesson_ddpm_scheduler
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TOLERANCE = 1e-4  # max abs difference of the [0, 1] images
+NETWORK_WEIGHT = 0.05
+SHAPE = (2, 1, 32, 32)
+PROMPTS = ["seven", "3"]
+
+
+@pytest.fixture
+def denoisers(tiny_reference, tiny_unet):
+    """The shared tiny networks, both predicting x_t + 0.05 * network(...) for the test's duration."""
+    handles = [
+        tiny_reference.register_forward_hook(lambda module, args, out: args[0] + NETWORK_WEIGHT * out),
+        tiny_unet.register_forward_hook(
+            lambda module, args, out: type(out)(sample=args[0] + NETWORK_WEIGHT * out.sample)
+        ),
+    ]
+    yield tiny_reference, tiny_unet
+    for handle in handles:
+        handle.remove()
+
+
+def lesson_context(text_encoder, tokenizer, prompts):
+    """Lesson 5e's encoding: padded to max length, truncated, no attention mask, last_hidden_state."""
+    ids = tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    with torch.no_grad():
+        return text_encoder(ids).last_hidden_state
+
+
+def noise_stream(generator, shape):
+    """What a scheduler draws per step from the same generator: one randn of the latents' shape."""
+    return (torch.randn(shape, generator=generator) for _ in itertools.count())
+
+
+def assert_images_match(images, reference_output):
+    """Max abs difference of the [0, 1] images within TOLERANCE, on images that are not all clamped."""
+    expected = reference_output.clamp(0, 1)
+    assert ((expected > 0) & (expected < 1)).float().mean() > 0.5, "saturated images: the comparison says little"
+    difference = (images - expected).abs().max().item()
+    assert difference <= TOLERANCE, f"max abs difference {difference:.3g} > {TOLERANCE}"
+
+
+@pytest.mark.parametrize("num_inference_steps", [10, 20, 50, 100])
+def test_ddim_timesteps_are_the_lessons_range_walked_backwards(num_inference_steps):
+    scheduler = lesson_ddim_scheduler()
+    scheduler.set_timesteps(num_inference_steps)
+    lesson = list(range(0, 1000, 1000 // num_inference_steps))
+    assert scheduler.timesteps.tolist() == lesson[::-1]
+
+
+@pytest.mark.parametrize("make_scheduler", [lesson_ddim_scheduler, lesson_ddpm_scheduler])
+def test_schedulers_hold_the_lessons_betas_and_alpha_bars_exactly(make_scheduler):
+    """Float64-built betas. diffusers' float32 "linear" schedule differs too little for the wrapped tiny
+    network of the parity tests to show; schedulers.py reports ~2e-4 in a trained model's images."""
+    scheduler = make_scheduler()
+    assert torch.equal(scheduler.betas, lesson_betas())
+    assert torch.equal(scheduler.alphas_cumprod, torch.cumprod(1 - lesson_betas(), dim=0))
+
+
+def test_ddpm_scheduler_walks_all_1000_timesteps():
+    scheduler = lesson_ddpm_scheduler()
+    scheduler.set_timesteps(1000)
+    assert scheduler.timesteps.tolist() == list(range(999, -1, -1))
+
+
+def test_unconditional_ddim_matches_lesson6(tiny_pipeline, denoisers):
+    reference, _ = denoisers
+    x_t = seeded_latents(2, seed=11)
+    images = tiny_pipeline(batch_size=2, latents=x_t, num_inference_steps=50, eta=0.0, output_type="pt").images
+    expected = ddim_sample(reference, x_t, torch.zeros(2, TINY_CONTEXT), num_inference_steps=50, eta=0.0)
+    assert_images_match(images, expected)
+
+
+def test_conditional_ddim_matches_lesson6(tiny_pipeline, denoisers, tiny_text_encoder):
+    reference, _ = denoisers
+    x_t = seeded_latents(2, seed=12)
+    images = tiny_pipeline(prompt=PROMPTS, latents=x_t, num_inference_steps=50, output_type="pt").images
+    expected = ddim_sample(reference, x_t, lesson_context(*tiny_text_encoder, PROMPTS), num_inference_steps=50)
+    assert_images_match(images, expected)
+
+
+def test_stochastic_ddim_matches_lesson6_with_the_same_noise(tiny_pipeline, denoisers):
+    reference, _ = denoisers
+    images = tiny_pipeline(
+        batch_size=2, num_inference_steps=20, eta=0.8, generator=torch.Generator().manual_seed(13), output_type="pt"
+    ).images
+    generator = torch.Generator().manual_seed(13)  # the pipeline draws x_T first, then z once per step
+    x_t = torch.randn(SHAPE, generator=generator)
+    expected = ddim_sample(
+        reference, x_t, torch.zeros(2, TINY_CONTEXT), num_inference_steps=20, eta=0.8,
+        noises=noise_stream(generator, SHAPE),
+    )  # fmt: skip
+    assert_images_match(images, expected)
+    deterministic = ddim_sample(reference, x_t, torch.zeros(2, TINY_CONTEXT), num_inference_steps=20)
+    assert (images - deterministic.clamp(0, 1)).abs().max() > 0.01  # the noise really was injected
+
+
+def test_ddpm_with_1000_steps_matches_lesson5_with_the_same_noise(denoisers):
+    reference, unet = denoisers
+    pipe = MNistDDIMPipeline(unet=unet, scheduler=lesson_ddpm_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    shape = (1, 1, 32, 32)
+    images = pipe(num_inference_steps=1000, generator=torch.Generator().manual_seed(14), output_type="pt").images
+    generator = torch.Generator().manual_seed(14)  # x_T, then z at t = 999 .. 1 (none at t = 0)
+    x_t = torch.randn(shape, generator=generator)
+    expected = ddpm_sample(reference, x_t, torch.zeros(1, TINY_CONTEXT), noises=noise_stream(generator, shape))
+    assert_images_match(images, expected)
+
+
+def test_wrapped_network_still_shapes_the_samples(denoisers):
+    """Guards the parity tests above: without the network's term the samples would differ by far more than TOLERANCE."""
+    reference, _ = denoisers
+    x_t = seeded_latents(2, seed=15)
+    with_network = ddim_sample(reference, x_t, torch.zeros(2, TINY_CONTEXT), num_inference_steps=10)
+    without_network = ddim_sample(lambda x, t, context: x, x_t, None, num_inference_steps=10)
+    assert (with_network - without_network).abs().max() > 1000 * TOLERANCE
