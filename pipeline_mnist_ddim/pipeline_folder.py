@@ -68,10 +68,18 @@ def model_card(pipe: MNistDDIMPipeline, checkpoint: str, meta: dict, text_encode
         base_channels=config.base_channels,
         in_channels=config.in_channels,
         cross_attention_dim=config.cross_attention_dim,
-        text_encoder=text_encoder or "none (unconditional only)",
+        text_encoder=_describe_text_encoder(text_encoder),
         details=details,
         repo=repo,
     )
+
+
+def _describe_text_encoder(source: Optional[str]) -> str:
+    if not source or source.lower() == "none":
+        return "none (unconditional only)"
+    if os.path.isdir(source):  # a local path means nothing to readers of the card: name it only
+        return f"`{os.path.basename(os.path.normpath(source))}/` (a local folder; shipped here in `text_encoder/`, `tokenizer/`)"
+    return f"`{source}`"
 
 
 def check_output_dir(output_dir: str, overwrite: bool) -> None:

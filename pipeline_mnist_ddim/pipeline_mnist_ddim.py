@@ -275,7 +275,8 @@ class MNistDDIMPipeline(DiffusionPipeline):
             batch_size (`int`, *optional*, defaults to 1):
                 Number of images when sampling unconditionally.
             num_inference_steps (`int`, *optional*, defaults to 50):
-                DDIM steps S; timesteps are `range(0, 1000, 1000 // S)` walked backwards, as Lesson 6.
+                DDIM steps S, at the stride 1000 // S from 0 and walked backwards: for S dividing 1000
+                exactly Lesson 6's `range(0, 1000, 1000 // S)`; otherwise that range has a few more entries.
             eta (`float`, *optional*, defaults to 0.0):
                 DDIM's eta: 0 is deterministic (the lesson), 1 has DDPM's posterior variance.
             guidance_scale (`float`, *optional*, defaults to 1.0):

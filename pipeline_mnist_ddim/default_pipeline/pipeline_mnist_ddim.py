@@ -188,6 +188,61 @@ class MNistDDIMPipeline(DiffusionPipeline):
             kwargs["generator"] = generator
         return kwargs
 
+    # ------------------------------------------------------------------ inversion
+
+    @torch.no_grad()
+    def invert(
+        self,
+        images: torch.Tensor,
+        prompt: Optional[Union[str, List[str]]] = None,
+        num_inference_steps: int = 50,
+        prompt_embeds: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        r"""
+        Encodes images into DDIM latents x_T by running the deterministic (eta = 0) ODE forward.
+
+        Sampling those latents with the same prompt and `num_inference_steps` (and `eta=0`)
+        reconstructs the images, with an error that falls as the step count grows (the DDIM
+        paper's reconstruction experiment). Written out rather than with `DDIMInverseScheduler`,
+        whose first step and alpha bookkeeping differ from the paper's.
+
+        Args:
+            images (`torch.Tensor`): (B, C, H, W) in [0, 1].
+            prompt (`str` or `List[str]`, *optional*): one prompt, or one per image; `None` is unconditional.
+            num_inference_steps (`int`, *optional*, defaults to 50): steps S of the same schedule as sampling.
+            prompt_embeds (`torch.Tensor`, *optional*): precomputed contexts instead of `prompt`.
+
+        Returns:
+            `torch.Tensor`: the latents x_T, float32, on the execution device.
+        """
+        self.check_inputs(prompt, images.shape[0], num_inference_steps, 0.0, 1.0, None, prompt_embeds, None, None)
+        if not hasattr(self.scheduler, "alphas_cumprod") or "timestep_spacing" not in self.scheduler.config:
+            raise ValueError("invert() needs a DDIM-style scheduler with `alphas_cumprod` and `timestep_spacing`")
+        device = self._execution_device
+        batch_size = images.shape[0]
+        if isinstance(prompt, list) and len(prompt) != batch_size:
+            raise ValueError(f"got {len(prompt)} prompts for {batch_size} images: pass one prompt, or one per image")
+        if prompt is not None:
+            prompt_embeds = self.encode_prompt(prompt, device, batch_size if isinstance(prompt, str) else 1)
+        if prompt_embeds is not None:
+            context = prompt_embeds.to(device=device, dtype=self.unet.dtype)
+        else:
+            context = torch.zeros(batch_size, 1, self.unet.config.cross_attention_dim, device=device, dtype=self.unet.dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        alphas_cumprod = self.scheduler.alphas_cumprod.to(device)
+        x = images.to(device=device, dtype=torch.float32) * 2 - 1
+        alpha_prev = torch.tensor(1.0, device=device)  # "t = -1": the image itself
+        for t in self.progress_bar(self.scheduler.timesteps.flip(0)):  # [0, 20, ..., 980] for S = 50
+            # Equation 12 with eta = 0, solved for x_t; eps is taken at the point in hand (the ODE's
+            # forward Euler step), which is why the round trip is exact only as S grows.
+            eps = self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=context).sample.float()
+            x0_pred = (x - (1 - alpha_prev).sqrt() * eps) / alpha_prev.sqrt()
+            alpha_t = alphas_cumprod[t]
+            x = alpha_t.sqrt() * x0_pred + (1 - alpha_t).sqrt() * eps
+            alpha_prev = alpha_t
+        self.maybe_free_model_hooks()
+        return x
+
     # ------------------------------------------------------------------ sampling
 
     @torch.no_grad()
@@ -220,7 +275,8 @@ class MNistDDIMPipeline(DiffusionPipeline):
             batch_size (`int`, *optional*, defaults to 1):
                 Number of images when sampling unconditionally.
             num_inference_steps (`int`, *optional*, defaults to 50):
-                DDIM steps S; timesteps are `range(0, 1000, 1000 // S)` walked backwards, as Lesson 6.
+                DDIM steps S, at the stride 1000 // S from 0 and walked backwards: for S dividing 1000
+                exactly Lesson 6's `range(0, 1000, 1000 // S)`; otherwise that range has a few more entries.
             eta (`float`, *optional*, defaults to 0.0):
                 DDIM's eta: 0 is deterministic (the lesson), 1 has DDPM's posterior variance.
             guidance_scale (`float`, *optional*, defaults to 1.0):
@@ -288,7 +344,9 @@ class MNistDDIMPipeline(DiffusionPipeline):
                 noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
             latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
             if callback_on_step_end is not None:
-                callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs or []}
+                callback_kwargs = {}
+                for k in callback_on_step_end_tensor_inputs or []:  # not a comprehension: its locals() are its own
+                    callback_kwargs[k] = locals()[k]
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                 latents = callback_outputs.pop("latents", latents)
 
