@@ -1,0 +1,69 @@
+"""The embedded default: self-contained, small, and the main job samples from it offline."""
+
+import filecmp
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import pipeline_mnist_ddim
+from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
+
+PACKAGE_DIR = os.path.dirname(pipeline_mnist_ddim.__file__)
+REPO_DIR = os.path.dirname(PACKAGE_DIR)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a shared CPU makes two threads wait on each other
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_code_files_are_the_package_modules_verbatim():
+    assert filecmp.cmp(os.path.join(PACKAGE_DIR, "pipeline_mnist_ddim.py"),
+                       os.path.join(DEFAULT_PIPELINE_DIR, "pipeline_mnist_ddim.py"), shallow=False)  # fmt: skip
+    assert filecmp.cmp(os.path.join(PACKAGE_DIR, "unet_mnist.py"),
+                       os.path.join(DEFAULT_PIPELINE_DIR, "unet", "unet_mnist.py"), shallow=False)  # fmt: skip
+
+
+def test_weights_are_safetensors_and_the_folder_is_under_20_mb():
+    sizes = [os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(DEFAULT_PIPELINE_DIR) for f in files]
+    assert sum(sizes) < 20 * 2**20
+    assert os.path.isfile(os.path.join(DEFAULT_PIPELINE_DIR, "unet", "diffusion_pytorch_model.safetensors"))
+    assert not any(f.endswith((".bin", ".pt")) for _, _, files in os.walk(DEFAULT_PIPELINE_DIR) for f in files)
+    with open(os.path.join(DEFAULT_PIPELINE_DIR, "README.md")) as f:
+        card = f.read()
+    assert "library_name: diffusers" in card and "How this default was trained" in card
+
+
+def test_main_job_writes_the_lesson_outputs_and_never_overwrites(tmp_path):
+    command = [sys.executable, os.path.join(REPO_DIR, "scripts", "sample_ddim.py"), "--output_dir", str(tmp_path),
+               "--num_samples", "4", "--num_inference_steps", "2"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "HF_MODULES_CACHE": str(tmp_path / "modules")}  # fmt: skip
+    for _ in range(2):
+        subprocess.run(command, check=True, env=env, capture_output=True, timeout=300)
+    for folder in (tmp_path, tmp_path / "run-2"):
+        for name in ("unconditional_samples.png", "conditional_samples.png", "conditional_sample_prompts.txt"):
+            assert (folder / name).is_file(), f"{folder / name} missing"
+        settings = json.loads((folder / "settings.json").read_text())
+        assert settings["seed"] == 42 and settings["num_inference_steps"] == 2
+    prompts = (tmp_path / "conditional_sample_prompts.txt").read_text().split()
+    assert len(prompts) == 4
+    # the same seed gives the same images in both runs
+    assert (tmp_path / "conditional_samples.png").read_bytes() == (tmp_path / "run-2" / "conditional_samples.png").read_bytes()
+
+
+def test_main_job_rejects_bad_arguments_clearly(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO_DIR, "scripts", "sample_ddim.py"), "--pipeline", str(tmp_path / "nowhere"),
+         "--output_dir", str(tmp_path / "out")],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "error:" in result.stderr
