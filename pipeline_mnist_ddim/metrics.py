@@ -153,7 +153,8 @@ def label_entropy(predicted_labels: ArrayLike, num_classes: int = 10) -> float:
     if counts.sum() == 0:
         raise ValueError("label_entropy needs at least one label")
     p = counts[counts > 0] / counts.sum()
-    return max(float(-(p * torch.log2(p)).sum()), 0.0)
+    # max() clamps round-off below zero; + 0.0 turns the -0.0 of a single class into 0.0.
+    return max(float(-(p * torch.log2(p)).sum()), 0.0) + 0.0
 
 
 def nearest_neighbour_distance(
