@@ -166,6 +166,16 @@ def sharded_map(
     return np.concatenate(ordered) if ordered else None
 
 
+def process_state() -> PartialState:
+    """This process's accelerate state; several CPU-only processes (e.g. ``torchrun`` on a laptop) share work over gloo.
+
+    ``PartialState`` only forms a CPU process group when asked to (``cpu=True``); elsewhere it
+    picks the accelerator as usual. The state is a singleton: the first call decides.
+    """
+    multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return PartialState(cpu=multi_process and not torch.cuda.is_available())
+
+
 def batches(items: Sequence[Any], batch_size: int) -> List[Sequence[Any]]:
     return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
 
@@ -233,6 +243,9 @@ class RealData:
         labels, _ = balanced_labels(n, generator)
         pools = {d: torch.nonzero(self.train_labels == d).flatten() for d in range(10)}
         pools = {d: pool[torch.randperm(len(pool), generator=generator)].tolist() for d, pool in pools.items()}
+        short = [d for d in range(10) if len(pools[d]) < labels.count(d)]
+        if short:
+            raise ValueError(f"too few training digits of classes {short} for a balanced draw of {n}")
         return torch.tensor([pools[label].pop() for label in labels])
 
     def floor(self, n: int, draws: int = 5) -> Dict[str, float]:
@@ -279,7 +292,9 @@ def evaluate_cell(pipe, jobs: Sequence[Job], real: Optional[RealData], state: Pa
 # ---------------------------------------------------------------------------- sections
 
 
-def run_table(pipe, real, state, settings: EvalSettings, conditional: bool) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+def run_table(
+    pipe, real: RealData, state: PartialState, settings: EvalSettings, conditional: bool
+) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     """Table 1: one cell per (eta, S), plus the DDPM row; returns the results and the cells' images."""
     largest = max([settings.samples_for(s) for s in settings.steps] + [settings.num_samples_ddpm * settings.ddpm])
     jobs = make_jobs(largest, settings.seed, "table", conditional)
@@ -298,23 +313,35 @@ def run_table(pipe, real, state, settings: EvalSettings, conditional: bool) -> T
     return {"rows": rows, "conditional": conditional}, images
 
 
-def run_guidance(pipe, real, state, settings: EvalSettings, reuse: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def table_has_guidance_cell(settings: EvalSettings) -> bool:
+    """Whether the table's eta = 0 cell holds guidance 1.0's samples (decided from settings alone,
+    so that every process runs the same collectives)."""
+    return (0.0 in settings.etas and settings.guidance_steps in settings.steps
+            and settings.samples_for(settings.guidance_steps) == settings.num_samples)  # fmt: skip
+
+
+def run_guidance(
+    pipe, real: RealData, state: PartialState, settings: EvalSettings, table: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
     """Conditional accuracy and Frechet distance per guidance scale at S = guidance_steps, eta = 0."""
     jobs = make_jobs(settings.num_samples, settings.seed, "table", conditional=True)
     results = {}
     for scale in settings.guidance_scales:
-        if scale == 1.0 and reuse is not None:  # the table's eta = 0 cell is the same samples
-            results["1"] = reuse
+        if scale == 1.0 and table is not None and table_has_guidance_cell(settings):
+            results["1"] = table["rows"]["0"][str(settings.guidance_steps)]  # the same samples; None off main
             continue
-        results[f"{scale:g}"], _ = evaluate_cell(pipe, jobs, real, state, settings,
-                                                 num_inference_steps=settings.guidance_steps, guidance_scale=scale)  # fmt: skip
+        results[f"{scale:g}"], _ = evaluate_cell(
+            pipe, jobs, real, state, settings, num_inference_steps=settings.guidance_steps, guidance_scale=scale
+        )
     if not state.is_main_process:
         return {}
     best = max(results, key=lambda k: (results[k]["accuracy"], -results[k]["frechet"]))
     return {"steps": settings.guidance_steps, "scales": results, "best_scale": float(best)}
 
 
-def run_unconditional(pipe, real, state, settings: EvalSettings) -> Tuple[Dict[str, Any], Optional[torch.Tensor]]:
+def run_unconditional(
+    pipe, real: RealData, state: PartialState, settings: EvalSettings
+) -> Tuple[Dict[str, Any], Optional[torch.Tensor]]:
     """Predicted-label entropy and histogram of unconditional samples: are all ten digits drawn?"""
     jobs = make_jobs(settings.num_samples_unconditional, settings.seed, "unconditional", conditional=False)
     cell, images = evaluate_cell(pipe, jobs, real, state, settings, num_inference_steps=settings.unconditional_steps)
@@ -350,27 +377,44 @@ def reconstruct(pipe, images: torch.Tensor, prompts: Optional[List[str]], steps:
     return pipe(**inputs, latents=latents, num_inference_steps=steps, eta=0.0, output_type="pt").images.float().cpu()
 
 
-def run_inversion(pipe, real: RealData, state, settings: EvalSettings, conditional: bool) -> Dict[str, Any]:
-    """Table 2: per-dimension reconstruction MSE (pixels in [0, 1]) of held-out digits for each S."""
-    jobs = make_jobs(settings.num_samples_inversion, settings.seed, "inversion", conditional=True)
-    generator = torch.Generator().manual_seed(settings.seed)
+def inversion_digits(real: RealData, jobs: Sequence[Job], seed: int) -> torch.Tensor:
+    """One held-out digit of each job's label, picked at random (seeded)."""
+    generator = torch.Generator().manual_seed(seed)
     pools = {d: torch.nonzero(real.held_out_labels == d).flatten() for d in range(10)}
     index = [int(pools[job.label][torch.randint(len(pools[job.label]), (1,), generator=generator)]) for job in jobs]
-    images = real.held_out[index]
-    modes = {"unconditional": None, "prompted": [job.prompt for job in jobs]} if conditional else {"unconditional": None}
+    return real.held_out[index]
+
+
+def falls_strictly(errors: Dict[str, float]) -> bool:
+    """Whether each error (in S order) is below the previous one."""
+    values = list(errors.values())
+    return all(later < earlier for earlier, later in zip(values, values[1:]))
+
+
+def run_inversion(
+    pipe, real: RealData, state: PartialState, settings: EvalSettings, conditional: bool
+) -> Dict[str, Any]:
+    """Table 2: per-dimension reconstruction MSE (pixels in [0, 1]) of held-out digits for each S."""
+    jobs = make_jobs(settings.num_samples_inversion, settings.seed, "inversion", conditional=True)
+    images = inversion_digits(real, jobs, settings.seed)
+    modes = {"unconditional": None, "prompted": [job.prompt for job in jobs]}
+    if not conditional:
+        modes.pop("prompted")
     results: Dict[str, Dict[str, float]] = {}
     for mode, prompts in modes.items():
+        size = settings.batch_size
+        items = [(images[i : i + size], None if prompts is None else prompts[i : i + size])
+                 for i in range(0, len(images), size)]  # fmt: skip
         for steps in settings.inversion_steps:
-            batch_items = [(images[i : i + settings.batch_size], None if prompts is None else prompts[i : i + settings.batch_size])
-                           for i in range(0, len(images), settings.batch_size)]  # fmt: skip
-            recon = sharded_map(batch_items, lambda item: reconstruct(pipe, item[0], item[1], steps).numpy(),
+            recon = sharded_map(items, lambda item: reconstruct(pipe, item[0], item[1], steps).numpy(),
                                 state, f"invert {mode} S={steps}")  # fmt: skip
             if recon is not None:
                 results.setdefault(mode, {})[str(steps)] = float(((torch.from_numpy(recon) - images) ** 2).mean())
     if not state.is_main_process:
         return {}
-    falls = {mode: all(b < a for a, b in zip(list(errors.values()), list(errors.values())[1:])) for mode, errors in results.items()}
-    return {"n": len(images), "mse": results, "falls_with_steps": falls, "paper_cifar10": PAPER_CIFAR10_RECONSTRUCTION}
+    paper = {str(s): mse for s, mse in PAPER_CIFAR10_RECONSTRUCTION.items()}  # str keys, as after a JSON round trip
+    falls = {mode: falls_strictly(errors) for mode, errors in results.items()}
+    return {"n": len(images), "mse": results, "falls_with_steps": falls, "paper_cifar10": paper}
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -396,9 +440,10 @@ def table_markdown(table: Dict[str, Any], settings: EvalSettings) -> str:
         name = f"DDPM (Alg. 2, {settings.ddpm_steps} steps)" if row == "ddpm" else f"eta = {row}"
         lines.append(f"| {name} | " + " | ".join(_cell_text(cells.get(c)) for c in columns) + " |")
     any_cells = {c: next((cells[c] for cells in table["rows"].values() if cells.get(c)), None) for c in columns}
-    lines.append("| N per cell | " + " | ".join(str(cell["n"]) if cell else "—" for cell in any_cells.values()) + " |")
-    lines.append("| real-data floor | " + " | ".join(
-        f"{cell['floor']['mean']:.2f} ± {cell['floor']['std']:.2f}" if cell else "—" for cell in any_cells.values()) + " |")
+    counts = [str(cell["n"]) if cell else "—" for cell in any_cells.values()]
+    floors = [f"{c['floor']['mean']:.2f} ± {c['floor']['std']:.2f}" if c else "—" for c in any_cells.values()]
+    lines.append("| N per cell | " + " | ".join(counts) + " |")
+    lines.append("| real-data floor | " + " | ".join(floors) + " |")
     return "\n".join(lines)
 
 
@@ -415,7 +460,7 @@ def inversion_markdown(inversion: Dict[str, Any]) -> str:
     steps = list(next(iter(inversion["mse"].values())))
     lines = ["| data | " + " | ".join(f"S = {s}" for s in steps) + " |", "|" + "---|" * (len(steps) + 1)]
     paper = inversion["paper_cifar10"]
-    lines.append("| CIFAR-10 (DDIM paper) | " + " | ".join(_fmt(paper.get(int(s)), "g") for s in steps) + " |")
+    lines.append("| CIFAR-10 (DDIM paper) | " + " | ".join(_fmt(paper.get(s), "g") for s in steps) + " |")
     for mode, errors in inversion["mse"].items():
         lines.append(f"| MNIST, {mode} (N={inversion['n']}) | " + " | ".join(f"{errors[s]:.2g}" for s in steps) + " |")
     return "\n".join(lines)
@@ -424,11 +469,13 @@ def inversion_markdown(inversion: Dict[str, Any]) -> str:
 def results_markdown(results: Dict[str, Any]) -> str:
     """The whole report as Markdown (what the CLI prints and writes as ``evaluation.md``)."""
     settings = EvalSettings(**results["settings"])
+    held_out = results.get("num_held_out", 500)
     parts = [f"# DDIM evaluation of `{results['pipeline']}`", "",
-             f"Device: {results['device']} x {results['num_processes']} process(es); wall time {results['seconds'] / 60:.1f} min. "
-             "Frechet distance is on the shipped digit classifier's 64 features (not Inception) against the "
-             "500 held-out real digits; the real-data floor is N balanced training digits against the same 500 "
-             "(mean ± std over draws), i.e. what a perfect generator scores at that N."]  # fmt: skip
+             f"Device: {results['device']} x {results['num_processes']} process(es); "
+             f"wall time {results['seconds'] / 60:.1f} min. Frechet distance is on the shipped digit classifier's "
+             f"64 features (not Inception) against the {held_out} held-out real digits; the real-data floor is N "
+             f"balanced training digits against the same {held_out} (mean ± std over draws), i.e. what a perfect "
+             "generator scores at that N."]  # fmt: skip
     if "table" in results:
         kind = "prompted (labels balanced 0-9)" if results["table"]["conditional"] else "unconditional"
         parts += ["", f"## Table 1: Frechet distance (conditional accuracy), {kind} samples", "",
@@ -522,7 +569,8 @@ def estimate_image_steps(settings: EvalSettings, conditional: bool) -> Dict[str,
     table = sum(settings.samples_for(s) * s for s in settings.steps) * len(settings.etas)
     table += settings.ddpm_steps * settings.num_samples_ddpm * settings.ddpm
     # Guidance > 1 doubles the batch (conditional and unconditional passes); 1.0 reuses the table.
-    guidance = sum((2 if w > 1 else 1) for w in settings.guidance_scales) * settings.guidance_steps * settings.num_samples
+    plain = 0 if "table" in sections and table_has_guidance_cell(settings) else 1
+    guidance = sum(2 if w > 1 else plain for w in settings.guidance_scales) * settings.guidance_steps * settings.num_samples
     inversion = 2 * sum(settings.inversion_steps) * settings.num_samples_inversion * (2 if conditional else 1)
     estimate = {"table": table, "guidance": guidance * conditional,
                 "unconditional": settings.unconditional_steps * settings.num_samples_unconditional,
@@ -556,7 +604,7 @@ def evaluate(pipe, settings: EvalSettings, pipeline_name: str = "pipeline",
     ``settings.dataset`` splits, with that classifier.
     """
     settings.validate()
-    state = PartialState()
+    state = process_state()
     started = time.perf_counter()
     pipe.set_progress_bar_config(disable=True)  # our own bars count batches instead
     conditional = pipe.text_encoder is not None and pipe.tokenizer is not None
@@ -565,7 +613,8 @@ def evaluate(pipe, settings: EvalSettings, pipeline_name: str = "pipeline",
         real = RealData.load(classifier, settings.dataset, pipe.unet.config.in_channels, settings.seed)
     logger.info("cost: %s image-steps", estimate_image_steps(settings, conditional))
     results: Dict[str, Any] = {"pipeline": pipeline_name, "settings": asdict(settings), "device": str(state.device),
-                               "num_processes": state.num_processes, "section_seconds": {}}  # fmt: skip
+                               "num_processes": state.num_processes, "num_held_out": len(real.held_out),
+                               "section_seconds": {}}  # fmt: skip
     images: Dict[str, torch.Tensor] = {}
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:
@@ -579,9 +628,8 @@ def evaluate(pipe, settings: EvalSettings, pipeline_name: str = "pipeline",
         results["table"], table_images = timed("table", lambda: run_table(pipe, real, state, settings, conditional))
         images.update(table_images)
     if "guidance" in sections and conditional:
-        reuse = results.get("table", {}).get("rows", {}).get("0", {}).get(str(settings.guidance_steps))
-        reuse = reuse if reuse and reuse["n"] == settings.num_samples else None
-        results["guidance"] = timed("guidance", lambda: run_guidance(pipe, real, state, settings, reuse))
+        table = results.get("table")
+        results["guidance"] = timed("guidance", lambda: run_guidance(pipe, real, state, settings, table))
     if "unconditional" in sections:
         results["unconditional"], images["unconditional"] = timed(
             "unconditional", lambda: run_unconditional(pipe, real, state, settings))

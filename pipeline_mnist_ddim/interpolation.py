@@ -93,8 +93,13 @@ def interpolate_prompts(pipe, prompt_a: str, prompt_b: str, latent: torch.Tensor
 
 
 @torch.no_grad()
-def consistency(pipe, classifier: torch.nn.Module, latents: torch.Tensor, steps: Sequence[int] = (10, 20, 50, 100, 1000),
-                prompt: Optional[str] = None) -> Dict[str, Any]:  # fmt: skip
+def consistency(
+    pipe,
+    classifier: torch.nn.Module,
+    latents: torch.Tensor,
+    steps: Sequence[int] = (10, 20, 50, 100, 1000),
+    prompt: Optional[str] = None,
+) -> Dict[str, Any]:
     """Decodes the same latents with each S; how often does the classifier see the same digit at every S?
 
     Returns:
@@ -102,13 +107,18 @@ def consistency(pipe, classifier: torch.nn.Module, latents: torch.Tensor, steps:
         ``share_same_label`` in [0, 1], and ``rms_to_last`` (per S, the mean per-pixel RMS
         distance to the images of the largest S).
     """
-    images = torch.stack([decode(pipe, latents, s, prompt=prompt) for s in tqdm(steps, desc="consistency", leave=False)])
+    images = torch.stack([decode(pipe, latents, s, prompt=prompt) for s in tqdm(steps, desc="consistency")])
     device = next(classifier.parameters()).device
     labels = torch.stack([classifier(row.to(device)).argmax(dim=1).cpu() for row in images])
     same = (labels == labels[0]).all(dim=0)
     rms = ((images - images[-1]) ** 2).flatten(2).mean(dim=2).sqrt().mean(dim=1)
-    return {"steps": list(steps), "images": images, "labels": labels.tolist(),
-            "share_same_label": float(same.float().mean()), "rms_to_last": dict(zip(map(str, steps), rms.tolist()))}  # fmt: skip
+    return {
+        "steps": list(steps),
+        "images": images,
+        "labels": labels.tolist(),
+        "share_same_label": float(same.float().mean()),
+        "rms_to_last": dict(zip(map(str, steps), rms.tolist())),
+    }
 
 
 def save_labelled_rows(images: torch.Tensor, path: str, row_labels: Sequence[str], nrow: int) -> None:
@@ -153,13 +163,15 @@ def run_interpolation(pipe, settings: InterpolationSettings, output_dir: str,
     if "latents" in settings.sections:
         pairs = [(seeded_latent(pipe, settings.seed + 2 * i), seeded_latent(pipe, settings.seed + 2 * i + 1))
                  for i in range(settings.num_pairs)]  # fmt: skip
-        strips = [interpolate_latents(pipe, a, b, settings.num_frames, settings.num_inference_steps, settings.latent_prompt)
+        frames, steps = settings.num_frames, settings.num_inference_steps
+        strips = [interpolate_latents(pipe, a, b, frames, steps, settings.latent_prompt)
                   for a, b in tqdm(pairs, desc="latent slerp")]  # fmt: skip
         results["latents"] = _save(torch.cat(strips), output_dir, "slerp_latents.png", settings.num_frames)
     if "prompts" in settings.sections and pipe.text_encoder is not None:
         pairs = [pair.split(",") for pair in settings.prompt_pairs]
         latent = seeded_latent(pipe, settings.seed + 10_000)
-        strips = [interpolate_prompts(pipe, a.strip(), b.strip(), latent, settings.num_frames, settings.num_inference_steps)
+        frames, steps = settings.num_frames, settings.num_inference_steps
+        strips = [interpolate_prompts(pipe, a.strip(), b.strip(), latent, frames, steps)
                   for a, b in tqdm(pairs, desc="prompt slerp")]  # fmt: skip
         results["prompts"] = _save(torch.cat(strips), output_dir, "slerp_prompts.png", settings.num_frames)
     if "consistency" in settings.sections:

@@ -6,6 +6,9 @@
     accelerate launch --num_processes 4 scripts/evaluate.py --num_samples 1000 --num_samples_slow 1000 \\
         --num_samples_ddpm 1000 --batch_size 250                # large N, batches split across GPUs
 
+On a CPU shared with other jobs, OMP_WAIT_POLICY=PASSIVE keeps torch's threads from
+spinning against them (several times faster there; same numbers).
+
 Writes evaluation.md, evaluation.json, quality_vs_steps.png and sample grids into
 --output_dir (default output/evaluation) and prints the Markdown.
 """
@@ -27,11 +30,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default="output/evaluation")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (N=10, S in {10, 20}, no DDPM row)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, help=f"default: all of {list(SECTIONS)}")
-    parser.add_argument("--num_samples", type=int, help=f"N per cell with S < 100 and per guidance scale (default {d.num_samples})")
+    parser.add_argument("--num_samples", type=int, help=f"N per cell with S < 100 and per guidance scale ({d.num_samples})")
     parser.add_argument("--num_samples_slow", type=int, help=f"N per cell with S >= 100 (default {d.num_samples_slow})")
-    parser.add_argument("--num_samples_ddpm", type=int, help=f"N for the 1000-step DDPM row, 0 skips it (default {d.num_samples_ddpm})")
+    parser.add_argument("--num_samples_ddpm", type=int, help=f"N for the 1000-step DDPM row, 0 skips ({d.num_samples_ddpm})")
     parser.add_argument("--num_samples_unconditional", type=int, help=f"default {d.num_samples_unconditional}")
-    parser.add_argument("--num_samples_inversion", type=int, help=f"held-out digits to invert (default {d.num_samples_inversion})")
+    parser.add_argument("--num_samples_inversion", type=int, help=f"held-out digits to invert ({d.num_samples_inversion})")
     parser.add_argument("--etas", type=float, nargs="+", help=f"table rows (default {d.etas})")
     parser.add_argument("--steps", type=int, nargs="+", help=f"table columns S (default {d.steps})")
     parser.add_argument("--no_ddpm", action="store_true", help="skip the DDPM row")
@@ -62,14 +65,15 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
 def load(source: str, dtype: str):
     """Any diffusers pipeline folder or Hub id, loaded with its remote code on this process's device."""
     import torch
-    from accelerate import PartialState
     from diffusers import DiffusionPipeline
+
+    from pipeline_mnist_ddim.evaluation import process_state
 
     with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; both work
         warnings.simplefilter("ignore", FutureWarning)
         # Weights may be stored in fp16: load in float32 unless asked, as fp16 on a CPU fails or crawls.
         pipe = DiffusionPipeline.from_pretrained(source, trust_remote_code=True, torch_dtype=getattr(torch, dtype))
-    return pipe.to(PartialState().device)
+    return pipe.to(process_state().device)
 
 
 def main(argv=None) -> int:
