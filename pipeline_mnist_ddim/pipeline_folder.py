@@ -1,10 +1,12 @@
-"""Writes a pipeline as a self-contained folder, atomically, with a model card."""
+"""Pipeline folders: loaded with their remote code, written self-contained and atomically with a model card."""
 
 import os
 import shutil
 import tempfile
+import warnings
 from typing import Optional
 
+from . import DEFAULT_PIPELINE_DIR
 from .pipeline_mnist_ddim import MNistDDIMPipeline
 
 MODEL_CARD = """---
@@ -80,6 +82,19 @@ def _describe_text_encoder(source: Optional[str]) -> str:
     if os.path.isdir(source):  # a local path means nothing to readers of the card: name it only
         return f"`{os.path.basename(os.path.normpath(source))}/` (a local folder; shipped here in `text_encoder/`, `tokenizer/`)"
     return f"`{source}`"
+
+
+def load_pipeline_folder(source: Optional[str] = None, dtype=None):
+    """A pipeline folder or Hub id (default: the embedded one), loaded through its own remote code.
+
+    Pass ``dtype=torch.float32`` to run fp16-stored weights on a CPU, where fp16 fails or crawls.
+    """
+    from diffusers import DiffusionPipeline
+
+    with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; the old name works in all
+        warnings.simplefilter("ignore", FutureWarning)
+        return DiffusionPipeline.from_pretrained(source or DEFAULT_PIPELINE_DIR, trust_remote_code=True,
+                                                 torch_dtype=dtype)  # fmt: skip
 
 
 def check_output_dir(output_dir: str, overwrite: bool) -> None:

@@ -306,6 +306,29 @@ def ddim_sample(
 
 
 @torch.no_grad()
+def ddim_invert(
+    unet: nn.Module, images: torch.Tensor, context: torch.Tensor, num_inference_steps: int = 50
+) -> torch.Tensor:
+    """DDIM encoding (paper section 5.4): equation 12 with eta = 0 run from an image in [0, 1] up to x_T.
+
+    The ODE's Euler step going up: eps is taken at the point in hand, labelled with the step's
+    target timestep (as in diffusers' DDIMInverseScheduler and the inversion papers that use it),
+    so sampling x_T back with the same S reconstructs the image up to the discretisation error.
+    """
+    betas = lesson_betas().to(images.device)
+    alphas_cumprod = torch.cat([torch.ones(1, device=images.device), torch.cumprod(1 - betas, dim=0)])
+    seq = ddim_timesteps(num_inference_steps, len(betas))
+    seq_prev = [-1] + seq[:-1]
+    x = images * 2 - 1
+    for t, t_prev in zip(seq, seq_prev):  # [(0, -1), (20, 0), ..., (980, 960)]
+        ab, ab_prev = alphas_cumprod[t + 1], alphas_cumprod[t_prev + 1]
+        eps = unet(x, torch.full((x.shape[0],), float(t), device=x.device), context)
+        x0_pred = (x - (1 - ab_prev).sqrt() * eps) / ab_prev.sqrt()
+        x = ab.sqrt() * x0_pred + (1 - ab).sqrt() * eps
+    return x
+
+
+@torch.no_grad()
 def ddpm_sample(
     unet: nn.Module,
     x_t: torch.Tensor,

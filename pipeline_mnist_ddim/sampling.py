@@ -8,15 +8,14 @@ import json
 import logging
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from typing import List, Optional
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from . import DEFAULT_PIPELINE_DIR
 from .image_grid import save_grid
+from .pipeline_folder import load_pipeline_folder
 from .reference import labels_to_prompts
 
 logger = logging.getLogger(__name__)
@@ -59,12 +58,7 @@ def load_pipeline(settings: SampleSettings):
 
         pipe, _ = build_pipeline(settings.model_checkpoint, settings.text_encoder, dtype, use_ema=settings.ema)
         return pipe
-    from diffusers import DiffusionPipeline
-
-    source = settings.pipeline or DEFAULT_PIPELINE_DIR
-    with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; both work
-        warnings.simplefilter("ignore", FutureWarning)
-        return DiffusionPipeline.from_pretrained(source, trust_remote_code=True, torch_dtype=dtype)
+    return load_pipeline_folder(settings.pipeline, dtype)
 
 
 def fresh_output_dir(output_dir: str, overwrite: bool) -> str:

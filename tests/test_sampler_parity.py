@@ -17,7 +17,7 @@ import torch
 from conftest import TINY_CONTEXT, seeded_latents
 
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-from pipeline_mnist_ddim.reference import ddim_sample, ddpm_sample, lesson_betas
+from pipeline_mnist_ddim.reference import ddim_invert, ddim_sample, ddpm_sample, lesson_betas
 from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler, lesson_ddpm_scheduler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -129,6 +129,17 @@ def test_ddpm_with_1000_steps_matches_lesson5_with_the_same_noise(denoisers):
     x_t = torch.randn(shape, generator=generator)
     expected = ddpm_sample(reference, x_t, torch.zeros(1, TINY_CONTEXT), noises=noise_stream(generator, shape))
     assert_images_match(images, expected)
+
+
+@pytest.mark.parametrize("num_inference_steps", [10, 50])
+def test_inversion_matches_the_reference_ddim_encoder(tiny_pipeline, denoisers, tiny_text_encoder, num_inference_steps):
+    reference, _ = denoisers
+    images = seeded_latents(2, seed=16).mul(0.25).add(0.5).clamp(0, 1)  # image-like values in [0, 1]
+    latents = tiny_pipeline.invert(images, prompt=PROMPTS, num_inference_steps=num_inference_steps)
+    expected = ddim_invert(reference, images, lesson_context(*tiny_text_encoder, PROMPTS), num_inference_steps)
+    assert latents.std() > 0.5, "x_T should be noise-sized, not an image"
+    difference = (latents - expected).abs().max().item()
+    assert difference <= TOLERANCE, f"max abs difference {difference:.3g} > {TOLERANCE}"
 
 
 def test_wrapped_network_still_shapes_the_samples(denoisers):

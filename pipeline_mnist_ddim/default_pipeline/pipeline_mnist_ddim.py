@@ -12,7 +12,13 @@ import shutil
 from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin, UNet2DConditionModel
+from diffusers import (
+    DDIMInverseScheduler,
+    DiffusionPipeline,
+    ImagePipelineOutput,
+    SchedulerMixin,
+    UNet2DConditionModel,
+)
 from diffusers.utils import logging, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -203,8 +209,8 @@ class MNistDDIMPipeline(DiffusionPipeline):
 
         Sampling those latents with the same prompt and `num_inference_steps` (and `eta=0`)
         reconstructs the images, with an error that falls as the step count grows (the DDIM
-        paper's reconstruction experiment). Written out rather than with `DDIMInverseScheduler`,
-        whose first step and alpha bookkeeping differ from the paper's.
+        paper's reconstruction experiment). Steps with diffusers' `DDIMInverseScheduler`, made from
+        this pipeline's scheduler config so that it inverts exactly the sampler in use.
 
         Args:
             images (`torch.Tensor`): (B, C, H, W) in [0, 1].
@@ -216,8 +222,8 @@ class MNistDDIMPipeline(DiffusionPipeline):
             `torch.Tensor`: the latents x_T, float32, on the execution device.
         """
         self.check_inputs(prompt, images.shape[0], num_inference_steps, 0.0, 1.0, None, prompt_embeds, None, None)
-        if not hasattr(self.scheduler, "alphas_cumprod") or "timestep_spacing" not in self.scheduler.config:
-            raise ValueError("invert() needs a DDIM-style scheduler with `alphas_cumprod` and `timestep_spacing`")
+        if "timestep_spacing" not in self.scheduler.config or "set_alpha_to_one" not in self.scheduler.config:
+            raise ValueError(f"invert() needs a DDIM scheduler, not {type(self.scheduler).__name__}")
         device = self._execution_device
         batch_size = images.shape[0]
         if isinstance(prompt, list) and len(prompt) != batch_size:
@@ -228,18 +234,14 @@ class MNistDDIMPipeline(DiffusionPipeline):
             context = prompt_embeds.to(device=device, dtype=self.unet.dtype)
         else:
             context = torch.zeros(batch_size, 1, self.unet.config.cross_attention_dim, device=device, dtype=self.unet.dtype)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        alphas_cumprod = self.scheduler.alphas_cumprod.to(device)
+        inverse_scheduler = DDIMInverseScheduler.from_config(self.scheduler.config)
+        inverse_scheduler.set_timesteps(num_inference_steps, device=device)
         x = images.to(device=device, dtype=torch.float32) * 2 - 1
-        alpha_prev = torch.tensor(1.0, device=device)  # "t = -1": the image itself
-        for t in self.progress_bar(self.scheduler.timesteps.flip(0)):  # [0, 20, ..., 980] for S = 50
-            # Equation 12 with eta = 0, solved for x_t; eps is taken at the point in hand (the ODE's
-            # forward Euler step), which is why the round trip is exact only as S grows.
+        for t in self.progress_bar(inverse_scheduler.timesteps):  # [0, 20, ..., 980] for S = 50
+            # The ODE's Euler step going up: eps at the point in hand, which is why the round trip
+            # is exact only as S grows.
             eps = self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=context).sample.float()
-            x0_pred = (x - (1 - alpha_prev).sqrt() * eps) / alpha_prev.sqrt()
-            alpha_t = alphas_cumprod[t]
-            x = alpha_t.sqrt() * x0_pred + (1 - alpha_t).sqrt() * eps
-            alpha_prev = alpha_t
+            x = inverse_scheduler.step(eps, t, x).prev_sample
         self.maybe_free_model_hooks()
         return x
 
