@@ -437,6 +437,8 @@ def run_inversion(
     if not conditional:
         modes.pop("prompted")
     results: Dict[str, Dict[str, float]] = {}
+    medians: Dict[str, Dict[str, float]] = {}  # per-image MSEs vary over orders of magnitude: the mean alone
+    worst: Dict[str, Dict[str, float]] = {}  # can hang on one digit
     for mode, prompts in modes.items():
         size = settings.batch_size
         items = [(images[i : i + size], None if prompts is None else prompts[i : i + size])
@@ -445,12 +447,17 @@ def run_inversion(
             recon, _ = cached(settings, state, f"inversion_{mode}_S{steps}_N{len(images)}_seed{settings.seed}",
                               lambda: _reconstruct_sharded(pipe, items, steps, state, f"invert {mode} S={steps}"))  # fmt: skip
             if recon is not None:
-                results.setdefault(mode, {})[str(steps)] = float(((recon - images) ** 2).mean())
+                per_image = ((recon - images) ** 2).flatten(1).mean(dim=1)
+                results.setdefault(mode, {})[str(steps)] = float(per_image.mean())
+                medians.setdefault(mode, {})[str(steps)] = float(per_image.median())
+                worst.setdefault(mode, {})[str(steps)] = float(per_image.max())
     if not state.is_main_process:
         return {}
     paper = {str(s): mse for s, mse in PAPER_CIFAR10_RECONSTRUCTION.items()}  # str keys, as after a JSON round trip
     falls = {mode: falls_strictly(errors) for mode, errors in results.items()}
-    return {"n": len(images), "mse": results, "falls_with_steps": falls, "paper_cifar10": paper}
+    falls_median = {mode: falls_strictly(errors) for mode, errors in medians.items()}
+    return {"n": len(images), "mse": results, "median_mse": medians, "max_mse": worst, "falls_with_steps": falls,
+            "median_falls_with_steps": falls_median, "paper_cifar10": paper}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -499,6 +506,9 @@ def inversion_markdown(inversion: Dict[str, Any]) -> str:
     lines.append("| CIFAR-10 (DDIM paper) | " + " | ".join(_fmt(paper.get(s), "g") for s in steps) + " |")
     for mode, errors in inversion["mse"].items():
         lines.append(f"| MNIST, {mode} (N={inversion['n']}) | " + " | ".join(f"{errors[s]:.2g}" for s in steps) + " |")
+    for statistic, key in (("median", "median_mse"), ("worst image", "max_mse")):
+        for mode, errors in inversion.get(key, {}).items():
+            lines.append(f"| MNIST, {mode}, {statistic} | " + " | ".join(f"{errors[s]:.2g}" for s in steps) + " |")
     return "\n".join(lines)
 
 
@@ -515,7 +525,9 @@ def results_markdown(results: Dict[str, Any]) -> str:
     if "table" in results:
         kind = "prompted (labels balanced 0-9)" if results["table"]["conditional"] else "unconditional"
         parts += ["", f"## Table 1: Frechet distance (conditional accuracy), {kind} samples", "",
-                  table_markdown(results["table"], settings)]  # fmt: skip
+                  table_markdown(results["table"], settings), "",
+                  "The distance shrinks as N grows: compare cells by their excess over the floor of their column "
+                  "(quality_vs_steps.png plots it), and read differences within the floor's std as noise."]  # fmt: skip
     if results.get("guidance"):
         g = results["guidance"]
         parts += ["", f"## Classifier-free guidance (S = {g['steps']}, eta = 0, N = {settings.num_samples})", "",
@@ -536,13 +548,21 @@ def results_markdown(results: Dict[str, Any]) -> str:
     if results.get("inversion"):
         inv = results["inversion"]
         falls = ", ".join(f"{mode}: {'yes' if ok else 'NO'}" for mode, ok in inv["falls_with_steps"].items())
+        falls_median = ", ".join(f"{mode}: {'yes' if ok else 'NO'}"
+                                 for mode, ok in inv.get("median_falls_with_steps", {}).items())  # fmt: skip
         parts += ["", "## Table 2: DDIM inversion, per-dimension reconstruction MSE (pixels in [0, 1])", "",
-                  inversion_markdown(inv), "", f"Error falls as S grows -- {falls}."]  # fmt: skip
+                  "Rows without a statistic are the mean over images, the paper's number.", "",
+                  inversion_markdown(inv), "", f"Mean error falls at every step of S -- {falls}.",
+                  f"Median error falls at every step of S -- {falls_median}."]  # fmt: skip
     return "\n".join(parts) + "\n"
 
 
 def plot_quality_vs_steps(table: Dict[str, Any], path: str) -> bool:
-    """Frechet distance and accuracy against S, one line per eta (DDPM as a point at 1000 steps)."""
+    """Frechet distance above the real-data floor and accuracy against S, one line per eta (DDPM: a star).
+
+    The raw distance shrinks as N grows, and cells may use different N: the excess over the
+    floor at the same N compares across cells; the grey band is the floor's spread (± 1 std).
+    """
     try:
         import matplotlib
 
@@ -551,24 +571,25 @@ def plot_quality_vs_steps(table: Dict[str, Any], path: str) -> bool:
     except ImportError:  # an optional dependency: the Markdown and JSON hold the same numbers
         logger.warning("matplotlib is not installed: no plot written")
         return False
-    metrics = ["frechet"] + (["accuracy"] if table["conditional"] else [])
+    values = {"excess": lambda c: c["frechet"] - c["floor"]["mean"], "accuracy": lambda c: c["accuracy"]}
+    metrics = ["excess"] + (["accuracy"] if table["conditional"] else [])
+    steps = sorted({int(s) for cells in table["rows"].values() for s, c in cells.items() if c})
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.3), dpi=90, squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for row, cells in table["rows"].items():
-            points = sorted((int(s), c[metric]) for s, c in cells.items() if c)
+            points = sorted((int(s), values[metric](c)) for s, c in cells.items() if c)
             style = dict(marker="*", markersize=11, linestyle="none", color="black") if row == "ddpm" else dict(marker="o")
             ax.plot(*zip(*points), label=f"DDPM ({points[0][0]} steps)" if row == "ddpm" else f"eta = {row}", **style)
-        if metric == "frechet":
-            floors = sorted({(int(s), c["floor"]["mean"]) for cells in table["rows"].values() for s, c in cells.items() if c})
-            ax.plot(*zip(*floors), color="grey", linestyle="--", label="real-data floor")
+        if metric == "excess":
+            spread = sorted({(int(s), c["floor"]["std"]) for cells in table["rows"].values() for s, c in cells.items() if c})
+            xs, stds = zip(*spread)
+            ax.fill_between(xs, [-v for v in stds], stds, color="grey", alpha=0.25, label="real data (floor ± std)")
+            ax.axhline(0.0, color="grey", linewidth=0.8)
         ax.set_xscale("log")
-        if metric == "frechet":
-            ax.set_yscale("log")  # few-step cells are orders of magnitude worse
-        steps = sorted({int(s) for cells in table["rows"].values() for s in cells})
         ax.set_xticks(steps, [str(s) for s in steps])
         ax.minorticks_off()
         ax.set_xlabel("steps S")
-        ax.set_ylabel({"frechet": "classifier Frechet distance", "accuracy": "conditional accuracy"}[metric])
+        ax.set_ylabel({"excess": "Frechet distance above real-data floor", "accuracy": "conditional accuracy"}[metric])
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()

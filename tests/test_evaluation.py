@@ -170,7 +170,12 @@ def test_table_runs_end_to_end_and_writes_markdown_and_json(pipe, real, tmp_path
     assert sum(results["unconditional"]["histogram"]) == 4
     assert 0 <= results["unconditional"]["entropy_bits"] <= math.log2(10)
     assert 0.1 < results["copying"]["held-out real digits"]["mean"] < 0.25
-    assert set(results["inversion"]["mse"]) == {"unconditional", "prompted"}
+    inversion = results["inversion"]
+    assert set(inversion["mse"]) == set(inversion["median_mse"]) == {"unconditional", "prompted"}
+    for mode in ("unconditional", "prompted"):  # per-image statistics of the same errors
+        for s in ("2", "3"):
+            assert 0 <= inversion["median_mse"][mode][s] <= inversion["max_mse"][mode][s]
+            assert inversion["mse"][mode][s] <= inversion["max_mse"][mode][s]
 
     paths = write_outputs(results, images, str(tmp_path))
     markdown = (tmp_path / "evaluation.md").read_text()
