@@ -3,8 +3,13 @@
     python scripts/evaluate.py                                   # embedded default, CPU-sized defaults
     python scripts/evaluate.py --quick                           # smoke run of every section
     python scripts/evaluate.py --pipeline PATH_OR_HUB_ID --sections table inversion --etas 0 1 --steps 10 50
-    accelerate launch --num_processes 4 scripts/evaluate.py --num_samples 1000 --num_samples_slow 1000 \\
-        --num_samples_ddpm 1000 --batch_size 250                # large N, batches split across GPUs
+    accelerate launch --multi_gpu --num_processes 4 scripts/evaluate.py --num_samples 1000 \\
+        --num_samples_slow 1000 --num_samples_ddpm 1000 --batch_size 250   # large N, batches split across GPUs
+
+Under `accelerate launch` each process samples its share of the batches (per-image seeds, so
+the numbers do not depend on the split) and the main process scores and writes. On a machine
+without GPUs, `--multi_gpu --num_processes 2` runs CPU processes the same way (`--cpu` would
+force a single one).
 
 On a CPU shared with other jobs, OMP_WAIT_POLICY=PASSIVE keeps torch's threads from
 spinning against them (several times faster there; same numbers).
