@@ -91,9 +91,15 @@ def load_pipeline_folder(source: Optional[str] = None, dtype=None):
     """
     from diffusers import DiffusionPipeline
 
+    source = source or DEFAULT_PIPELINE_DIR
+    looks_local = os.path.isabs(source) or source.startswith(".") or source.count("/") > 1 or "\\" in source
+    if os.path.isdir(source) and not os.path.isfile(os.path.join(source, "model_index.json")):
+        raise OSError(f"{source} is a folder but not a pipeline folder (it has no model_index.json)")
+    if looks_local and not os.path.isdir(source):  # else the Hub client answers with a puzzling repo-id error
+        raise OSError(f"no pipeline folder at {source}")
     with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; the old name works in all
         warnings.simplefilter("ignore", FutureWarning)
-        return DiffusionPipeline.from_pretrained(source or DEFAULT_PIPELINE_DIR, trust_remote_code=True,
+        return DiffusionPipeline.from_pretrained(source, trust_remote_code=True,
                                                  torch_dtype=dtype)  # fmt: skip
 
 
