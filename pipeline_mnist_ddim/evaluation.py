@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from .classifier import DigitClassifier, load_default_classifier
 from .data import load_mnist
 from .metrics import (
+    classifier_features,
     conditional_accuracy,
     frechet_distance,
     label_entropy,
@@ -217,11 +218,8 @@ def cached(settings: EvalSettings, state: PartialState, key: str,
     Long CPU runs can be cut short; rerunning with the same cache picks up where they stopped.
     Only single-process runs use the cache, since every process must run the same collectives.
     """
-    if not settings.cache_dir or state.num_processes > 1:
-        started = time.perf_counter()
-        return make(), round(time.perf_counter() - started, 1)
-    path = os.path.join(settings.cache_dir, key)
-    if os.path.isfile(path + ".npy") and os.path.isfile(path + ".json"):
+    path = os.path.join(settings.cache_dir, key) if settings.cache_dir and state.num_processes == 1 else None
+    if path and os.path.isfile(path + ".npy") and os.path.isfile(path + ".json"):
         with open(path + ".json") as f:
             seconds = json.load(f)["seconds"]
         logger.info("reusing %s.npy (took %.0f s)", path, seconds)
@@ -229,11 +227,12 @@ def cached(settings: EvalSettings, state: PartialState, key: str,
     started = time.perf_counter()
     images = make()
     seconds = round(time.perf_counter() - started, 1)
-    os.makedirs(settings.cache_dir, exist_ok=True)
-    np.save(path + ".tmp.npy", images.numpy())  # write, then rename: a killed run leaves no half file
-    os.replace(path + ".tmp.npy", path + ".npy")
-    with open(path + ".json", "w") as f:
-        json.dump({"seconds": seconds}, f)
+    if path:
+        os.makedirs(settings.cache_dir, exist_ok=True)
+        np.save(path + ".tmp.npy", images.numpy())  # write, then rename: a killed run leaves no half file
+        os.replace(path + ".tmp.npy", path + ".npy")
+        with open(path + ".json", "w") as f:
+            json.dump({"seconds": seconds}, f)
     return images, seconds
 
 
@@ -262,9 +261,7 @@ class RealData:
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Classifier features (float64, CPU), computed on the classifier's device."""
-        device = next(self.classifier.parameters()).device
-        with torch.no_grad():
-            return torch.cat([self.classifier.features(b.to(device)).cpu() for b in images.split(256)]).double()
+        return classifier_features(self.classifier, images).double()
 
     def balanced_train_indices(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` training-split indices, balanced over labels like the prompted samples."""
@@ -440,9 +437,9 @@ def run_inversion(
     medians: Dict[str, Dict[str, float]] = {}  # per-image MSEs vary over orders of magnitude: the mean alone
     worst: Dict[str, Dict[str, float]] = {}  # can hang on one digit
     for mode, prompts in modes.items():
-        size = settings.batch_size
-        items = [(images[i : i + size], None if prompts is None else prompts[i : i + size])
-                 for i in range(0, len(images), size)]  # fmt: skip
+        image_batches = batches(images, settings.batch_size)
+        prompt_batches = batches(prompts, settings.batch_size) if prompts is not None else [None] * len(image_batches)
+        items = list(zip(image_batches, prompt_batches))
         for steps in settings.inversion_steps:
             recon, _ = cached(settings, state, f"inversion_{mode}_S{steps}_N{len(images)}_seed{settings.seed}",
                               lambda: _reconstruct_sharded(pipe, items, steps, state, f"invert {mode} S={steps}"))  # fmt: skip

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .image_grid import save_grid
+from .metrics import predict_labels
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +109,7 @@ def consistency(
         distance to the images of the largest S).
     """
     images = torch.stack([decode(pipe, latents, s, prompt=prompt) for s in tqdm(steps, desc="consistency")])
-    device = next(classifier.parameters()).device
-    labels = torch.stack([classifier(row.to(device)).argmax(dim=1).cpu() for row in images])
+    labels = torch.stack([predict_labels(classifier, row) for row in images])
     same = (labels == labels[0]).all(dim=0)
     rms = ((images - images[-1]) ** 2).flatten(2).mean(dim=2).sqrt().mean(dim=1)
     return {

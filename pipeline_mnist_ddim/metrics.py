@@ -1,6 +1,7 @@
 """Evaluation metrics for generated digits (pure functions; torch, numpy and scipy only).
 
 - [`conditional_accuracy`]: does the sample for label ``k`` classify as ``k``?
+- [`predict_labels`] / [`classifier_features`]: the classifier's labels or penultimate features, batched.
 - [`frechet_distance`] / [`classifier_frechet_distance`]: FID formula on a digit classifier's
   penultimate features (not Inception), so values are only comparable with the same classifier.
 - [`label_histogram`] / [`label_entropy`]: class spread of (predicted) labels, for mode collapse.
@@ -34,6 +35,11 @@ def _run_batched(
     finally:
         classifier.train(was_training)
     return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def classifier_features(classifier: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The classifier's ``features(x)`` for each image, shape (N, F) float32 on the CPU."""
+    return _run_batched(classifier, images, classifier.features, batch_size)
 
 
 def predict_labels(classifier: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -123,8 +129,8 @@ def classifier_frechet_distance(
     Returns:
         `float`: the distance.
     """
-    features_a = _run_batched(classifier, images_a, classifier.features, batch_size)
-    features_b = _run_batched(classifier, images_b, classifier.features, batch_size)
+    features_a = classifier_features(classifier, images_a, batch_size)
+    features_b = classifier_features(classifier, images_b, batch_size)
     return frechet_distance(features_a, features_b)
 
 

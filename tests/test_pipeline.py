@@ -32,15 +32,14 @@ def seeded(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def plain_ddim_loop(unet, context, latents, num_inference_steps=STEPS):
-    """Conditional DDIM without guidance, written out: the scheduler's step on the network's epsilon."""
+def written_out_ddim(eps, latents, num_inference_steps=STEPS):
+    """DDIM written out: the lesson scheduler's step on ``eps(x, t)``; images in [0, 1]."""
     scheduler = lesson_ddim_scheduler()
     scheduler.set_timesteps(num_inference_steps)
     x = latents
     with torch.no_grad():
         for t in scheduler.timesteps:
-            eps = unet(x, t, encoder_hidden_states=context).sample
-            x = scheduler.step(eps, t, x).prev_sample
+            x = scheduler.step(eps(x, t), t, x).prev_sample
     return (x / 2 + 0.5).clamp(0, 1)
 
 
@@ -78,7 +77,8 @@ def test_guidance_scale_one_is_exactly_plain_conditional_sampling(tiny_pipeline)
     latents = seeded_latents(1, seed=8)
     images = sample(tiny_pipeline, prompt="seven", guidance_scale=1.0, latents=latents)
     context = tiny_pipeline.encode_prompt("seven", torch.device("cpu"))
-    assert torch.equal(images, plain_ddim_loop(tiny_pipeline.unet, context, latents))
+    plain = written_out_ddim(lambda x, t: tiny_pipeline.unet(x, t, encoder_hidden_states=context).sample, latents)
+    assert torch.equal(images, plain)
 
 
 def test_guidance_scale_above_one_changes_the_images(tiny_pipeline):
@@ -92,17 +92,15 @@ def test_guidance_extrapolates_from_the_zero_context(tiny_pipeline):
     """eps = eps(zeros) + w * (eps(prompt) - eps(zeros)), as classifier-free guidance with the lesson's dropout."""
     unet, scale, latents = tiny_pipeline.unet, 3.0, seeded_latents(1, seed=9)
     context = tiny_pipeline.encode_prompt("seven", torch.device("cpu"))
-    scheduler = lesson_ddim_scheduler()
-    scheduler.set_timesteps(STEPS)
-    x = latents
-    with torch.no_grad():
-        for t in scheduler.timesteps:
-            eps_text = unet(x, t, encoder_hidden_states=context).sample
-            eps_zero = unet(x, t, encoder_hidden_states=torch.zeros_like(context)).sample
-            x = scheduler.step(eps_zero + scale * (eps_text - eps_zero), t, x).prev_sample
+
+    def guided_eps(x, t):
+        eps_text = unet(x, t, encoder_hidden_states=context).sample
+        eps_zero = unet(x, t, encoder_hidden_states=torch.zeros_like(context)).sample
+        return eps_zero + scale * (eps_text - eps_zero)
+
     images = sample(tiny_pipeline, prompt="seven", guidance_scale=scale, latents=latents)
     # The pipeline runs both contexts as one batch of 2: other kernels, rounding amplified by this random network.
-    assert (images - (x / 2 + 0.5).clamp(0, 1)).abs().max().item() <= 1e-4
+    assert (images - written_out_ddim(guided_eps, latents)).abs().max().item() <= 1e-4
 
 
 def test_prompts_are_lowercased_and_stripped(tiny_pipeline):
