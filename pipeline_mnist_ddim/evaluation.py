@@ -43,7 +43,7 @@ from .metrics import (
     nearest_neighbour_distance,
     predict_labels,
 )
-from .reference import TEXT_LABELS
+from .lesson import TEXT_LABELS
 from .schedulers import lesson_ddpm_scheduler
 
 logger = logging.getLogger(__name__)

@@ -33,7 +33,8 @@ from pipeline_mnist_ddim.interpolation import (
     slerp_path,
 )
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-from pipeline_mnist_ddim.reference import TEXT_LABELS, LessonDiffusion, LessonUNet
+from pipeline_mnist_ddim.lesson import TEXT_LABELS
+from pipeline_mnist_ddim.reference import LessonDiffusion, LessonUNet
 from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
 from pipeline_mnist_ddim.text_encoder import build_text_encoder
 
