@@ -21,12 +21,12 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from ..lesson import TEXT_LABELS
+from ..lesson import NUM_TRAIN_TIMESTEPS, TEXT_LABELS
 
 logger = logging.getLogger(__name__)
 
 SECTIONS = ("table", "guidance", "unconditional", "copying", "inversion")
-DDPM_STEPS = 1000  # Algorithm 2 walks every training step
+DDPM_STEPS = NUM_TRAIN_TIMESTEPS  # Algorithm 2 walks every training step
 # Seed offsets keep the sections' per-image seeds apart.
 SEED_STRIDE = 1_000_000
 SECTION_SEEDS = {"table": 0, "unconditional": 1, "inversion": 2}
