@@ -11,25 +11,16 @@ Sources (read, not copied): mindiffusion ``lesson_05/sublesson_d`` (network, DDP
 """
 
 import math
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-NUM_TRAIN_TIMESTEPS = 1000
+from .lesson import NUM_TRAIN_TIMESTEPS, lesson_betas
+
 ATTENTION_HEAD_DIM = 64
 CHANNEL_MULTIPLIERS = (1, 2, 2, 2)
-TEXT_LABELS = (
-    ("zero", "0"), ("one", "1"), ("two", "2"), ("three", "3"), ("four", "4"),
-    ("five", "5"), ("six", "6"), ("seven", "7"), ("eight", "8"), ("nine", "9"),
-)  # fmt: skip
-
-
-def lesson_betas(num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
-    """Linear betas 1e-4..0.02, built in float64 and used in float32 as the lesson does."""
-    scale = 1000 / num_train_timesteps
-    return torch.linspace(scale * 1e-4, scale * 0.02, num_train_timesteps, dtype=torch.float64).float()
 
 
 # ---------------------------------------------------------------- building blocks
@@ -346,9 +337,3 @@ def ddpm_sample(
         coeff = (1 - alphas[t]) / (1 - alphas_cumprod[t]).sqrt()
         x = (x - coeff * eps) / alphas[t].sqrt() + betas[t].sqrt() * z  # line 4 of Algorithm 2
     return (x + 1) / 2
-
-
-def labels_to_prompts(labels: Sequence[int], generator: Optional[torch.Generator] = None) -> List[str]:
-    """Each label becomes its word or its numeral at random, as in Lesson 5e."""
-    choices = torch.randint(0, 2, (len(labels),), generator=generator).tolist()
-    return [TEXT_LABELS[int(label)][choice] for label, choice in zip(labels, choices)]

@@ -16,7 +16,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .image_grid import save_grid
 from .pipeline_folder import load_pipeline_folder
-from .reference import labels_to_prompts
+from .lesson import labels_to_prompts
 
 logger = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -2,7 +2,7 @@
 
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from .reference import NUM_TRAIN_TIMESTEPS, lesson_betas
+from .lesson import NUM_TRAIN_TIMESTEPS, lesson_betas
 
 
 def _lesson_settings() -> dict:

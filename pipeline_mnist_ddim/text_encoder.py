@@ -14,7 +14,7 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
-from .reference import TEXT_LABELS
+from .lesson import TEXT_LABELS
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 VOCABULARY = tuple(word for pair in TEXT_LABELS for word in pair)  # zero, 0, one, 1, ...

@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from .data import load_mnist
 from .image_grid import save_grid
-from .reference import TEXT_LABELS, LessonDiffusion, LessonUNet, ddim_sample
+from .lesson import TEXT_LABELS
+from .reference import LessonDiffusion, LessonUNet, ddim_sample
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = "gaussian_diffusion_ddpm-{step}.pt"

