@@ -34,7 +34,7 @@ def check_writable_location(path: str, what: str = "output folder", error: type 
     if not path or not path.strip():
         raise error(f"the {what} is empty (an unset variable?): name a folder")
     if os.path.exists(path) and not os.path.isdir(path):
-        raise error(f"the {what} {path} exists and is not a folder")
+        raise error(f"cannot write the {what} {path}: it is a file, not a folder")
     ancestor = os.path.abspath(path)
     while not os.path.exists(ancestor):
         ancestor = os.path.dirname(ancestor)

@@ -165,6 +165,7 @@ def save_pipeline_folder(pipe: MNistDDIMPipeline, output_dir: str, card: Optiona
     """
     check_output_dir(output_dir, overwrite, keep)
     output_dir = os.path.abspath(output_dir)
+    replacing = os.path.isdir(output_dir) and bool(os.listdir(output_dir))  # checked: ours, and overwrite asked
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(output_dir) + "-", dir=parent)
@@ -177,7 +178,7 @@ def save_pipeline_folder(pipe: MNistDDIMPipeline, output_dir: str, card: Optiona
         if card is not None:
             with open(os.path.join(staging, "README.md"), "w") as f:
                 f.write(card)
-        if os.path.isdir(output_dir) and os.listdir(output_dir):  # checked above: ours, and overwrite asked
+        if replacing and is_our_pipeline_folder(output_dir):  # still ours: retire it until the new one is in place
             retired = staging + "-old"
             os.rename(output_dir, retired)
         try:

@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 
+from pipeline_mnist_ddim.cli import USER_ERRORS, report
 from pipeline_mnist_ddim.interpolation import InterpolationSettings, run_interpolation
 
 SECTIONS = ("latents", "prompts", "consistency")
@@ -53,9 +54,8 @@ def main(argv=None) -> int:
         pipe = load_pipeline_folder(args.pipeline, torch.float32)
         pipe.to("cuda" if torch.cuda.is_available() else "cpu")
         results = run_interpolation(pipe, settings, args.output_dir)
-    except (ValueError, OSError) as err:  # bad paths, prompts and arguments: say what, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:  # bad paths, prompts and arguments: say what, no traceback
+        return report(err)
     print(json.dumps({k: v for k, v in results.items() if k != "settings"}, indent=2))
     return 0
 

@@ -10,10 +10,10 @@ when that folder already holds a run, into output/run-N (or replace it with --ov
 """
 
 import argparse
-import dataclasses
 import logging
 import sys
 
+from pipeline_mnist_ddim.cli import USER_ERRORS, report
 from pipeline_mnist_ddim.sampling import DTYPES, SampleSettings, run
 
 
@@ -42,9 +42,8 @@ def main(argv=None) -> int:
     settings = parse_args(argv)
     try:
         print(run(settings))
-    except (ValueError, OSError) as err:  # bad paths and arguments: say what, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:  # bad paths, arguments and files, a full disk: say what, no traceback
+        return report(err)
     return 0
 
 

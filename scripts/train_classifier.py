@@ -9,10 +9,12 @@ digits using the fp16 weights as shipped, and writes them atomically to
 
 import argparse
 import logging
+import sys
 import time
 
 import torch
 
+from pipeline_mnist_ddim.cli import USER_ERRORS, report
 from pipeline_mnist_ddim.classifier import (
     DEFAULT_WEIGHTS,
     DigitClassifier,
@@ -24,7 +26,15 @@ from pipeline_mnist_ddim.data import load_mnist
 from pipeline_mnist_ddim.metrics import conditional_accuracy
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    try:
+        train_and_write(argv)
+    except USER_ERRORS as err:  # data that cannot be read, an unwritable --output, a full disk
+        return report(err)
+    return 0
+
+
+def train_and_write(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
@@ -63,4 +73,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
