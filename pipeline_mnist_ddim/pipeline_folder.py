@@ -107,8 +107,12 @@ def load_pipeline_folder(source: Optional[str] = None, dtype=None):
         raise OSError(f"no pipeline folder at {source}")
     with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; the old name works in all
         warnings.simplefilter("ignore", FutureWarning)
-        return DiffusionPipeline.from_pretrained(source, trust_remote_code=True,
-                                                 torch_dtype=dtype)  # fmt: skip
+        try:
+            return DiffusionPipeline.from_pretrained(source, trust_remote_code=True,
+                                                     torch_dtype=dtype)  # fmt: skip
+        except (TypeError, IndexError, KeyError, AttributeError) as err:  # a config edited into nonsense
+            raise ValueError(f"{source} could not be loaded as a pipeline (a config file holds "
+                             f"values of the wrong kind?): {type(err).__name__}: {err}") from err  # fmt: skip
 
 
 def is_our_pipeline_folder(folder: str) -> bool:

@@ -96,8 +96,27 @@ def check_settings(settings: SampleSettings) -> torch.device:
     return pick_device(settings.device)
 
 
+def check_scheduler_config(scheduler) -> None:
+    """A scheduler config edited by hand can make every image NaN or fail mid-run: refuse it before sampling."""
+    num_train_timesteps = scheduler.config.get("num_train_timesteps")
+    if not isinstance(num_train_timesteps, int) or num_train_timesteps < 1:
+        raise ValueError(f"the scheduler's num_train_timesteps is {num_train_timesteps!r}, not a positive integer "
+                         "(was scheduler_config.json edited?)")  # fmt: skip
+    alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
+    if alphas_cumprod is not None and (
+        len(alphas_cumprod) != num_train_timesteps
+        or not torch.isfinite(alphas_cumprod).all()
+        or not ((alphas_cumprod > 0) & (alphas_cumprod <= 1)).all()
+    ):
+        raise ValueError(
+            f"the scheduler's noise levels are unusable ({len(alphas_cumprod)} cumulative alphas for "
+            f"{num_train_timesteps} steps, each must be finite and in (0, 1]): was scheduler_config.json edited?"
+        )
+
+
 def check_against_pipeline(settings: SampleSettings, pipe) -> None:
-    """What needs the loaded pipeline: the step count its scheduler allows and the words its tokenizer knows."""
+    """What needs the loaded pipeline: a usable scheduler, the step count it allows, the words the tokenizer knows."""
+    check_scheduler_config(pipe.scheduler)
     max_steps = pipe.scheduler.config.num_train_timesteps
     if settings.num_inference_steps > max_steps:
         raise ValueError(f"--num_inference_steps must be at most {max_steps} for this model, not {settings.num_inference_steps}")

@@ -16,7 +16,7 @@ import json
 import logging
 import sys
 
-from pipeline_mnist_ddim.cli import USER_ERRORS, report
+from pipeline_mnist_ddim.cli import USER_ERRORS, check_writable_location, report
 from pipeline_mnist_ddim.interpolation import InterpolationSettings, run_interpolation
 
 SECTIONS = ("latents", "prompts", "consistency")
@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     fields = {f.name for f in dataclasses.fields(InterpolationSettings)}
     settings = InterpolationSettings(**{k: v for k, v in vars(args).items() if k in fields})
     try:
+        check_writable_location(args.output_dir)  # now, not after the sampling
         import torch
 
         from pipeline_mnist_ddim.pipeline_folder import load_pipeline_folder

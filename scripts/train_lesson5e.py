@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import sys
 
-from pipeline_mnist_ddim.cli import USER_ERRORS, report
+from pipeline_mnist_ddim.cli import USER_ERRORS, check_writable_location, report
 from pipeline_mnist_ddim.training import TrainConfig, train
 
 
@@ -37,6 +37,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config = parse_args(argv)
     try:
+        check_writable_location(config.output_dir)
         print(train(config))
     except USER_ERRORS as err:  # an unwritable --output_dir, a full disk, a bad --resume
         return report(err)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, lesson_state_dict, save_lesson_checkpoint
+from conftest import REPO_ROOT, lesson_state_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -192,6 +192,18 @@ def test_full_disk_keeps_the_replaced_folder_and_leaves_no_staging(workdir, conv
     assert tree(workdir) == before
 
 
+def test_ctrl_c_during_the_save_keeps_the_replaced_folder_and_leaves_no_staging(workdir, converter, our_folder, monkeypatch):
+    def interrupted(self, save_directory, **kwargs):
+        Path(save_directory, "half-written.safetensors").write_bytes(b"\0" * 100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pipeline_mnist_ddim.pipeline_mnist_ddim.MNistDDIMPipeline.save_pretrained", interrupted)
+    before = tree(workdir)
+    with pytest.raises(KeyboardInterrupt):
+        converter(*convert_args(workdir / "inputs" / "ckpt.pt", our_folder, "--overwrite"))
+    assert tree(workdir) == before
+
+
 def test_a_folder_written_meanwhile_by_someone_else_is_kept_and_the_loser_says_so(workdir, converter, monkeypatch):
     """Another process finishes first, between our checks and our rename: its folder wins, intact."""
     from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
@@ -223,6 +235,7 @@ def _converter_process(checkpoint, output_dir, prelude=""):
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # two fresh processes
 def test_two_racing_conversions_into_one_new_folder_exactly_one_wins(workdir):
     target = workdir / "outputs" / "race"
     racers = [_converter_process(workdir / "inputs" / "ckpt.pt", target) for _ in range(2)]
@@ -235,6 +248,7 @@ def test_two_racing_conversions_into_one_new_folder_exactly_one_wins(workdir):
     assert sorted(p.name for p in (workdir / "outputs").iterdir()) == ["keep.txt", "race"]
 
 
+@pytest.mark.slow  # a fresh process
 def test_sigterm_during_the_save_removes_the_staging_folder(workdir):
     # The process terminates itself half-way through writing, as `kill` or a job scheduler would.
     prelude = """
@@ -307,6 +321,7 @@ CHECKPOINT_CASES = {
     ),
     "an absurd base width": (lambda sd: _required_keys_only(base=1024), ["implausibly large", "base_channels 1024"]),
     "an absurd context width": (lambda sd: _required_keys_only(context=100_000), ["cross_attention_dim 100000"]),
+    "an absurd transformer width": (lambda sd: _required_keys_only(inner=2048), ["transformer_inner_dim 2048"]),
     "a base width not a multiple of 32": (lambda sd: _required_keys_only(base=48), ["48", "multiple of 32"]),
     "in_channels != out_channels": (lambda sd: _required_keys_only(out_channels=3), ["predicts 3 channels from 1"]),
     "two image channels": (lambda sd: _required_keys_only(in_channels=2, out_channels=2), ["2 image channels", "1 or 3"]),
@@ -520,3 +535,157 @@ def test_failed_upload_says_where_the_saved_folder_is(workdir, converter, monkey
     code, stderr = converter(*convert_args(workdir / "inputs" / "ckpt.pt", output), "--push_to_hub", "someone/mnist-ddim")
     assert_refused(code, stderr, "uploading to someone/mnist-ddim failed", "401 Unauthorized", str(output))
     assert (output / "model_index.json").is_file()
+
+
+# ================================================================= 4. sample_ddim.py: everything checked before sampling
+
+
+@pytest.fixture
+def sampler(capsys, monkeypatch, tiny_pipeline, workdir):
+    """(exit code, stderr, pipelines loaded) of `scripts/sample_ddim.py`, sampling with the tiny pipeline."""
+    module = load_script("sample_ddim")
+    loaded = []
+
+    def load_tiny(settings):
+        loaded.append(settings)
+        return tiny_pipeline
+
+    monkeypatch.setattr("pipeline_mnist_ddim.sampling.load_pipeline", load_tiny)
+
+    def run(*argv):
+        args = ["--output_dir", workdir / "outputs" / "samples", "--num_samples", "2", "--num_inference_steps", "2"]
+        code = module.main([str(a) for a in [*args, *argv]])
+        return code, capsys.readouterr().err, loaded
+
+    return run
+
+
+SAMPLER_CASES = {
+    # id: (arguments, texts the message must hold, whether the pipeline may be loaded first)
+    "eta just above 1": (["--eta", "1.01"], ["--eta", "from 0", "to 1"], False),
+    "eta 2": (["--eta", "2"], ["--eta"], False),
+    "eta 1e6": (["--eta", "1e6"], ["--eta"], False),
+    "eta NaN": (["--eta", "nan"], ["--eta", "nan"], False),
+    "eta infinite": (["--eta", "inf"], ["--eta", "inf"], False),
+    "eta negative": (["--eta", "-0.1"], ["--eta"], False),
+    "guidance infinite": (["--guidance_scale", "inf"], ["--guidance_scale", "finite"], False),
+    "guidance NaN": (["--guidance_scale", "nan"], ["--guidance_scale"], False),
+    "guidance below 1": (["--guidance_scale", "0.5"], ["--guidance_scale"], False),
+    "no steps": (["--num_inference_steps", "0"], ["--num_inference_steps"], False),
+    "negative steps": (["--num_inference_steps", "-3"], ["--num_inference_steps"], False),
+    "no samples": (["--num_samples", "0"], ["--num_samples"], False),
+    "--text_encoder without --model_checkpoint": (["--text_encoder", "openai/clip-vit-large-patch14"],
+                                                  ["--text_encoder applies to --model_checkpoint only"], False),  # fmt: skip
+    "--ema without --model_checkpoint": (["--ema"], ["--ema applies to --model_checkpoint only"], False),
+    "both --pipeline and --model_checkpoint": (["--pipeline", "p", "--model_checkpoint", "c.pt"], ["either"], False),
+    "a bogus device": (["--device", "bogus"], ["--device 'bogus' is not a device"], False),
+    "the meta device": (["--device", "meta"], ["cpu, cuda or mps"], False),
+    "blank prompts": (["--prompts", "  "], ["--prompts is empty"], False),
+    "an output folder through a file": (["--output_dir", "notes.txt/samples"], ["notes.txt", "is a file"], False),
+    "more steps than the model was trained with": (["--num_inference_steps", "5000"], ["at most 1000"], True),
+    "a word the model never saw": (["--prompts", "7 eleven seven"], ["never saw: eleven;", "it knows 0, 1"], True),
+}
+
+
+@pytest.mark.parametrize("case", SAMPLER_CASES)
+def test_sampler_refuses_bad_settings_before_sampling_or_making_a_folder(case, sampler, workdir):
+    argv, expected, may_load = SAMPLER_CASES[case]
+    before = tree(workdir)
+    code, stderr, loaded = sampler(*argv)
+    message = assert_refused(code, stderr, *expected)
+    assert bool(loaded) == may_load  # what needs no model is checked before loading one
+    assert tree(workdir) == before  # no output folder, not even an empty one
+    if "eleven" in argv[-1]:
+        assert message.count("eleven") == 1
+
+
+def test_sampler_refuses_cuda_where_there_is_none(sampler, workdir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    before = tree(workdir)
+    code, stderr, loaded = sampler("--device", "cuda")
+    assert_refused(code, stderr, "--device cuda", "CUDA is not available")
+    assert loaded == [] and tree(workdir) == before
+
+
+def test_sampler_refuses_prompts_for_a_pipeline_without_text_encoder(sampler, workdir, monkeypatch, unconditional_pipeline):
+    monkeypatch.setattr("pipeline_mnist_ddim.sampling.load_pipeline", lambda settings: unconditional_pipeline)
+    before = tree(workdir)
+    assert_refused(*sampler("--prompts", "7")[:2], "no text encoder")
+    assert tree(workdir) == before
+
+
+def test_sampler_with_valid_settings_writes_its_four_files(sampler, workdir):
+    """Guards the cases above: the same set-up with good settings samples and writes."""
+    code, stderr, loaded = sampler("--prompts", "7 seven", "--eta", "1", "--guidance_scale", "2")
+    assert code == 0, stderr
+    written = sorted(p.name for p in (workdir / "outputs" / "samples").iterdir())
+    assert written == ["conditional_sample_prompts.txt", "conditional_samples.png", "settings.json", "unconditional_samples.png"]
+
+
+def test_sampler_on_a_full_disk_keeps_the_earlier_run(sampler, workdir, monkeypatch):
+    earlier = workdir / "outputs" / "samples"
+    earlier.mkdir()
+    for name in ("unconditional_samples.png", "conditional_samples.png", "settings.json"):
+        (earlier / name).write_text(f"earlier {name}")
+
+    def fill_the_disk(images, path, nrow=8):
+        Path(path).write_bytes(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr("pipeline_mnist_ddim.sampling.save_grid", fill_the_disk)
+    before = tree(workdir)
+    assert_refused(*sampler("--overwrite")[:2], "no space left on the device")
+    assert tree(workdir) == before
+
+
+TAMPERED_SCHEDULERS = {
+    "a v-prediction scheduler": (lambda c: {**c, "prediction_type": "v_prediction"}, ["prediction_type"]),
+    "invalid JSON": ("{not json", ["not a valid JSON file"]),
+    "NaN betas": (lambda c: {**c, "trained_betas": [float("nan")] * 1000}, ["noise levels are unusable"]),
+    "too few betas": (lambda c: {**c, "trained_betas": [0.01] * 10}, ["10 cumulative alphas for 1000 steps"]),
+    "a text step count": (lambda c: {**c, "num_train_timesteps": "many"}, ["could not be loaded as a pipeline"]),
+}
+
+
+@pytest.fixture(scope="module")
+def saved_unconditional_folder(tiny_unet, tmp_path_factory):
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
+    from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+
+    folder = tmp_path_factory.mktemp("saved") / "pipe"
+    MNistDDIMPipeline(unet=tiny_unet, scheduler=lesson_ddim_scheduler()).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("case", TAMPERED_SCHEDULERS)
+def test_sampler_refuses_a_tampered_scheduler_config(case, saved_unconditional_folder, workdir, capsys, monkeypatch):
+    monkeypatch.setenv("HF_MODULES_CACHE", str(workdir.parent / "hf_modules"))
+    edit, expected = TAMPERED_SCHEDULERS[case]
+    folder = workdir / "outputs" / "tampered"
+    shutil.copytree(saved_unconditional_folder, folder)
+    config_path = folder / "scheduler" / "scheduler_config.json"
+    config_path.write_text(edit if isinstance(edit, str) else json.dumps(edit(json.loads(config_path.read_text()))))
+    before = tree(workdir)
+    code = load_script("sample_ddim").main(["--pipeline", str(folder), "--output_dir", str(workdir / "outputs" / "samples"),
+                                            "--num_samples", "2", "--num_inference_steps", "2"])  # fmt: skip
+    assert_refused(code, capsys.readouterr().err, *expected)
+    assert tree(workdir) == before
+
+
+# ================================================================= 5. the other scripts
+
+
+def test_benchmark_refuses_a_bogus_device(capsys):
+    assert_refused(load_script("benchmark").main(["--device", "bogus"]), capsys.readouterr().err, "not a device")
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("evaluate", ["--quick"]),
+    ("interpolate", []),
+    ("train_lesson5e", ["--num_training_steps", "1"]),
+])  # fmt: skip
+def test_long_running_scripts_refuse_an_impossible_output_folder_before_working(script, argv, workdir, capsys):
+    before = tree(workdir)
+    code = load_script(script).main([*argv, "--output_dir", str(workdir / "inputs" / "notes.txt" / "out")])
+    assert_refused(code, capsys.readouterr().err, "notes.txt", "is a file")
+    assert tree(workdir) == before
