@@ -79,6 +79,7 @@ def read_checkpoint(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.T
         return strip_prefixes(check_weights(state_dict, path)), {}
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{path} is empty (0 bytes), not a PyTorch checkpoint")
+    _check_archive(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (zipfile.BadZipFile, EOFError, RuntimeError) as err:
@@ -104,6 +105,23 @@ def read_checkpoint(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.T
             f"state dict of tensors, but {where} is not one (top-level keys: {', '.join(found) or 'none'})"
         )
     return strip_prefixes(check_weights(state_dict, path)), _checkpoint_metadata(payload)
+
+
+def _check_archive(path: str, max_expansion: int = 20) -> None:
+    """Refuses a zip whose compressed entries would expand far beyond the file (torch.save never compresses)."""
+    if not zipfile.is_zipfile(path):
+        return  # a legacy or corrupt file: torch.load says which
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError):
+        return
+    expanded = sum(entry.file_size for entry in entries if entry.compress_type != zipfile.ZIP_STORED)
+    if expanded > max_expansion * max(os.path.getsize(path), 2**20):
+        raise CheckpointError(
+            f"{path} is a compressed archive that would expand to {expanded / 2**30:.1f} GiB; "
+            "torch.save writes checkpoints uncompressed: refusing to load it"
+        )
 
 
 def _load_error_detail(err: Exception) -> str:
@@ -177,7 +195,7 @@ def strip_prefixes(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tenso
 
 # Far above any Lesson 5e network (base 128, context 768, one 64-wide head), far below what
 # exhausts a machine: a crafted file must not make us allocate tens of GB.
-MAX_WIDTHS = {"base_channels": 512, "cross_attention_dim": 4096, "transformer_inner_dim": 1024}
+MAX_WIDTHS = {"base_channels": 256, "cross_attention_dim": 4096, "transformer_inner_dim": 512}
 
 
 def infer_unet_config(state_dict: Dict[str, torch.Tensor]) -> dict:

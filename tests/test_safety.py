@@ -319,9 +319,9 @@ CHECKPOINT_CASES = {
         lambda sd: {**_required_keys_only(), CONV_IN: torch.zeros(1).expand(65536, 1, 3, 3)},
         ["less data than their shape claims", "initial_convolution.weight"],
     ),
-    "an absurd base width": (lambda sd: _required_keys_only(base=1024), ["implausibly large", "base_channels 1024"]),
+    "an absurd base width": (lambda sd: _required_keys_only(base=512), ["implausibly large", "base_channels 512"]),
     "an absurd context width": (lambda sd: _required_keys_only(context=100_000), ["cross_attention_dim 100000"]),
-    "an absurd transformer width": (lambda sd: _required_keys_only(inner=2048), ["transformer_inner_dim 2048"]),
+    "an absurd transformer width": (lambda sd: _required_keys_only(inner=1024), ["transformer_inner_dim 1024"]),
     "a base width not a multiple of 32": (lambda sd: _required_keys_only(base=48), ["48", "multiple of 32"]),
     "in_channels != out_channels": (lambda sd: _required_keys_only(out_channels=3), ["predicts 3 channels from 1"]),
     "two image channels": (lambda sd: _required_keys_only(in_channels=2, out_channels=2), ["2 image channels", "1 or 3"]),
@@ -344,6 +344,31 @@ def test_checkpoint_that_would_sample_garbage_is_refused_naming_the_tensors(case
     _save_bare(edit(lesson_state_dict(tiny_reference)), path)
     before = tree(workdir)
     assert_refused(*converter(*convert_args(path, workdir / "outputs" / "out")), *expected)
+    assert tree(workdir) == before
+
+
+def test_zero_element_tensors_cannot_claim_an_absurd_width(workdir, converter):
+    """A few-KB file whose empty tensors claim widths in the millions: refused before anything is allocated."""
+    state_dict = _required_keys_only()
+    state_dict["middle.1.transformer_blocks.0.attn2.to_k.weight"] = torch.zeros(0, 1_000_000)
+    state_dict["middle.1.proj_in.weight"] = torch.zeros(100_000, 0, 1, 1)
+    torch.save(state_dict, workdir / "inputs" / "claims.pt")
+    before = tree(workdir)
+    code, stderr = converter(*convert_args(workdir / "inputs" / "claims.pt", workdir / "outputs" / "out"))
+    assert_refused(code, stderr, "implausibly large", "cross_attention_dim 1000000", "transformer_inner_dim 100000")
+    assert tree(workdir) == before
+
+
+def test_compressed_checkpoint_that_would_expand_hugely_is_refused_before_loading(workdir, converter, monkeypatch):
+    import zipfile
+
+    bomb = workdir / "inputs" / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\0" * (64 * 2**20))  # 64 MiB of zeros: ~64 KB deflated
+    monkeypatch.setattr(torch, "load", pytest.fail)
+    before = tree(workdir)
+    code, stderr = converter(*convert_args(bomb, workdir / "outputs" / "out"))
+    assert_refused(code, stderr, "compressed archive that would expand")
     assert tree(workdir) == before
 
 
