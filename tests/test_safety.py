@@ -396,6 +396,8 @@ FILE_CASES = {
                                    ["'model_state_dict'", "'state_dict'", "top-level keys"]),  # fmt: skip
     "a pickled non-tensor global": ("dated.pt", {"model_state_dict": {}, "when": __import__("datetime").date(2024, 1, 1)},
                                     [], ["refusing to load it"]),  # fmt: skip
+    "random bytes": ("noise.pt", __import__("random").Random(0).randbytes(4096), [], ["could not be read as a checkpoint"]),
+    "an unsupported pickle opcode": ("opcode.pt", b"\x80\x02\x82\x01.", [], ["could not be read as a checkpoint"]),
     "--ema on a .safetensors": ("weights.safetensors", "safetensors", ["--ema"], ["--ema", ".safetensors"]),
 }
 
