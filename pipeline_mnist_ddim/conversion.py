@@ -170,7 +170,7 @@ def _some(names, limit: int = 5) -> str:
 
 
 def _checkpoint_metadata(payload: dict) -> dict:
-    """``step`` (a non-negative int) and ``loss`` (a finite float) when the file has them in that form; else left out."""
+    """``step`` (a non-negative int) and ``loss`` (a finite float) when the file has them so; else left out."""
     meta = {}
     step, loss = payload.get("step"), payload.get("loss")
     if isinstance(step, torch.Tensor) and step.numel() == 1 and not step.is_floating_point():
@@ -232,9 +232,9 @@ def check_unet_config(config: dict) -> None:
         raise CheckpointError(
             f"the network's base width {config['base_channels']} is not a multiple of 32 (its GroupNorms use 32 groups)"
         )
-    too_wide = [f"{name} {config[name]} (at most {limit})" for name, limit in MAX_WIDTHS.items() if config[name] > limit]
+    too_wide = [f"{name} {config[name]} (at most {cap})" for name, cap in MAX_WIDTHS.items() if config[name] > cap]
     if too_wide:
-        raise CheckpointError(f"the network's widths are implausibly large for a Lesson 5e model: {', '.join(too_wide)}")
+        raise CheckpointError(f"the network's widths are implausibly large for Lesson 5e: {', '.join(too_wide)}")
 
 
 def rename_key(lesson_key: str) -> Optional[str]:

@@ -51,8 +51,8 @@ def load_text_encoder(source: Optional[str]) -> Tuple[Optional[object], Optional
     # A whole CLIP model (the lesson's openai/clip-vit-large-patch14) also holds its vision tower: unused here.
     unexpected = sorted(info["unexpected_keys"]) if model_type == "clip_text_model" else []
     if info["missing_keys"] or unexpected or info["mismatched_keys"]:
-        problems = {k: sorted(map(str, v))[:5] for k, v in (("missing", info["missing_keys"]), ("unexpected", unexpected),
-                                                             ("mismatched", info["mismatched_keys"])) if v}  # fmt: skip
+        found = {"missing": info["missing_keys"], "unexpected": unexpected, "mismatched": info["mismatched_keys"]}
+        problems = {kind: sorted(map(str, keys))[:5] for kind, keys in found.items() if keys}
         raise TextEncoderError(f"{source} does not hold a complete CLIP text model's weights: {problems}")
     not_finite = [name for name, p in text_encoder.named_parameters() if not torch.isfinite(p).all()]
     if not_finite:

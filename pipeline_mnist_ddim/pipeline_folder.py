@@ -145,7 +145,8 @@ def check_output_dir(output_dir: str, overwrite: bool, keep: Sequence[str] = ())
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise OutputFolderError(f"{output_dir} exists and is not a folder")
     # The result is staged beside the target and renamed into place: its parent must be writable.
-    check_writable_location(os.path.dirname(os.path.abspath(output_dir)), "parent folder of the output", OutputFolderError)
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    check_writable_location(parent, "parent folder of the output", OutputFolderError)
     if not os.path.isdir(output_dir) or not os.listdir(output_dir):
         return
     if not overwrite:
@@ -217,7 +218,7 @@ def check_hub_upload(repo_id: str) -> None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise HubUploadError(f"--push_to_hub {repo_id!r} is not a Hub repo id (expected 'name' or 'user/name')") from err
+        raise HubUploadError(f"--push_to_hub {repo_id!r} is not a Hub repo id ('name' or 'user/name')") from err
     if constants.HF_HUB_OFFLINE:
         raise HubUploadError(
             "cannot upload: offline mode is on (HF_HUB_OFFLINE is set). Unset it, or drop --push_to_hub and "

@@ -58,7 +58,7 @@ def pick_device(name: str) -> torch.device:
         raise ValueError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from err
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use cpu or auto")
+            raise ValueError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif device.type == "mps" and not _mps_available():
@@ -87,7 +87,7 @@ def check_settings(settings: SampleSettings) -> torch.device:
     if not math.isfinite(settings.eta) or not 0 <= settings.eta <= 1:
         raise ValueError(f"--eta must be a number from 0 (deterministic DDIM) to 1 (DDPM-like), not {settings.eta}")
     if not math.isfinite(settings.guidance_scale) or settings.guidance_scale < 1:
-        raise ValueError(f"--guidance_scale must be a finite number >= 1 (1 is the lesson), not {settings.guidance_scale}")
+        raise ValueError(f"--guidance_scale must be a finite number >= 1 (1: the lesson), not {settings.guidance_scale}")
     if settings.dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, not {settings.dtype!r}")
     if settings.prompts is not None and not settings.prompts.split():
@@ -119,7 +119,8 @@ def check_against_pipeline(settings: SampleSettings, pipe) -> None:
     check_scheduler_config(pipe.scheduler)
     max_steps = pipe.scheduler.config.num_train_timesteps
     if settings.num_inference_steps > max_steps:
-        raise ValueError(f"--num_inference_steps must be at most {max_steps} for this model, not {settings.num_inference_steps}")
+        steps = settings.num_inference_steps
+        raise ValueError(f"--num_inference_steps must be at most {max_steps} for this model, not {steps}")
     if settings.prompts is None:
         return
     if pipe.text_encoder is None:
@@ -128,7 +129,8 @@ def check_against_pipeline(settings: SampleSettings, pipe) -> None:
     if known is not None:  # a small word-level vocabulary: every word must be in it
         unknown = sorted({word.lower() for word in settings.prompts.split()} - set(known))
         if unknown:
-            raise ValueError(f"--prompts has words this model never saw: {', '.join(unknown)}; it knows {', '.join(known)}")
+            unknown, known = ", ".join(unknown), ", ".join(known)
+            raise ValueError(f"--prompts has words this model never saw: {unknown}; it knows {known}")
 
 
 def load_pipeline(settings: SampleSettings):
@@ -187,7 +189,7 @@ def run(settings: SampleSettings) -> str:
     seconds = time.perf_counter() - started
     for name, images in (("unconditional", unconditional), ("conditional", conditional)):
         if images is not None and not torch.isfinite(images).all():  # would be saved as black squares
-            raise ValueError(f"the {name} samples hold NaN or infinite values: the model's weights or settings are broken")
+            raise ValueError(f"the {name} samples hold NaN or infinite values: the model or its settings are broken")
 
     output_dir = fresh_output_dir(settings.output_dir, settings.overwrite)
     os.makedirs(output_dir, exist_ok=True)
