@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from pipeline_mnist_ddim.cli import USER_ERRORS, report
+from pipeline_mnist_ddim.cli import USER_ERRORS, report, sigterm_unwinds
 from pipeline_mnist_ddim.sampling import DTYPES, SampleSettings, run
 
 
@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     settings = parse_args(argv)
     try:
-        print(run(settings))
+        with sigterm_unwinds():  # a killed run removes its half-written file
+            print(run(settings))
     except USER_ERRORS as err:  # bad paths, arguments and files, a full disk: say what, no traceback
         return report(err)
     return 0
