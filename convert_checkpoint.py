@@ -14,10 +14,10 @@ import sys
 
 import torch
 
-from pipeline_mnist_ddim.conversion import CheckpointError
-from pipeline_mnist_ddim.pipeline_builder import LESSON_TEXT_ENCODER, TextEncoderError, build_pipeline
+from pipeline_mnist_ddim.cli import USER_ERRORS, report, sigterm_unwinds
+from pipeline_mnist_ddim.pipeline_builder import LESSON_TEXT_ENCODER, build_pipeline
 from pipeline_mnist_ddim.pipeline_folder import (
-    OutputFolderError,
+    check_hub_upload,
     check_output_dir,
     model_card,
     push_folder_to_hub,
@@ -37,17 +37,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the saved weights")
     parser.add_argument("--ema", action="store_true", help="convert 'ema_state_dict' (our training script's EMA)")
     parser.add_argument("--push_to_hub", metavar="REPO_ID", help="upload the folder to this Hub repo")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --output_dir if it is a pipeline folder this converter wrote")  # fmt: skip
     parser.add_argument("--model_card_details", default="", help="extra Markdown for the model card")
     return parser.parse_args(argv)
 
 
 def convert(args: argparse.Namespace) -> str:
-    check_output_dir(args.output_dir, args.overwrite)  # fail before the slow part
+    inputs = [args.checkpoint, args.text_encoder]  # never deleted by --overwrite
+    check_output_dir(args.output_dir, args.overwrite, keep=inputs)  # fail before the slow part
+    if args.push_to_hub:
+        check_hub_upload(args.push_to_hub)
     pipe, meta = build_pipeline(args.checkpoint, args.text_encoder, DTYPES[args.dtype], use_ema=args.ema)
     card = model_card(pipe, args.checkpoint, meta, args.text_encoder, repo=args.push_to_hub or args.output_dir,
                       details=args.model_card_details)  # fmt: skip
-    folder = save_pipeline_folder(pipe, args.output_dir, card, overwrite=args.overwrite)
+    folder = save_pipeline_folder(pipe, args.output_dir, card, overwrite=args.overwrite, keep=inputs)
     logger.info("wrote %s", folder)
     if args.push_to_hub:
         logger.info("uploaded to %s", push_folder_to_hub(folder, args.push_to_hub))
@@ -56,11 +60,12 @@ def convert(args: argparse.Namespace) -> str:
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    args = parse_args(argv)
     try:
-        print(convert(parse_args(argv)))
-    except (CheckpointError, TextEncoderError, OutputFolderError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        with sigterm_unwinds():  # a killed conversion removes its staging folder too
+            print(convert(args))
+    except USER_ERRORS as err:  # CheckpointError, TextEncoderError, OutputFolderError, a full disk, the Hub
+        return report(err)
     return 0
 
 

@@ -6,6 +6,7 @@ equal-width res blocks, which the lesson creates but never applies); anything el
 a missing key or a wrong shape is a :class:`CheckpointError` naming the keys.
 """
 
+import math
 import os
 import re
 import zipfile
@@ -56,28 +57,40 @@ def read_checkpoint(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.T
     Accepts the lesson's ``.pt`` (``{"step", "model_state_dict", ...}``), a bare state dict
     ``.pt`` and ``.safetensors``. ``.pt`` files are read with ``weights_only=True``.
     ``use_ema`` takes ``ema_state_dict`` (written by this project's training script) instead.
+    Every weight must be a dense, finite, floating-point tensor that owns its elements.
     """
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise CheckpointError(f"no such checkpoint file: {path}")
     if path.endswith(".safetensors"):
+        if use_ema:
+            raise CheckpointError(
+                f"--ema needs a lesson .pt holding 'ema_state_dict'; {path} is a .safetensors file, which holds "
+                "one set of weights: drop --ema (or convert the EMA weights into their own .safetensors file)"
+            )
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
-            return strip_prefixes(load_file(path)), {}
-        except (SafetensorError, OSError, ValueError) as err:
+            state_dict = load_file(path)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
+        return strip_prefixes(check_weights(state_dict, path)), {}
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a PyTorch checkpoint")
+    _check_archive(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (zipfile.BadZipFile, EOFError, RuntimeError) as err:
-        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint: {err}") from err
+        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint: {_load_error_detail(err)}") from err
     except Exception as err:  # the weights-only unpickler refuses code: say so plainly
         if "GLOBAL" in str(err):  # a class or function to import: code, not a corrupt file
             raise CheckpointError(
                 f"{path} holds pickled objects beyond tensors; refusing to load it (weights_only=True). "
                 "Re-save it as a plain state dict or safetensors from code you trust."
             ) from err
-        raise CheckpointError(f"{path} could not be read as a checkpoint: {err}") from err
+        raise CheckpointError(f"{path} could not be read as a checkpoint: {_load_error_detail(err)}") from err
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a state dict or a lesson checkpoint")
     key = "ema_state_dict" if use_ema else "model_state_dict"
@@ -85,11 +98,90 @@ def read_checkpoint(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.T
         raise CheckpointError(f"{path} has no 'ema_state_dict' (it was trained without an EMA): drop --ema")
     state_dict = payload.get(key, payload)
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointError(f"{path}: '{key}' is not a mapping of tensors")
-    meta = {k: payload[k] for k in ("step", "loss") if k in payload}
-    if "loss" in meta and isinstance(meta["loss"], torch.Tensor):
-        meta["loss"] = float(meta["loss"])
-    return strip_prefixes(state_dict), meta
+        found = sorted(map(repr, payload))[:8]
+        where = f"its '{key}'" if key in payload else "the file"
+        raise CheckpointError(
+            f"{path}: expected a Lesson 5e checkpoint (a dict whose '{key}' maps names to tensors) or a bare "
+            f"state dict of tensors, but {where} is not one (top-level keys: {', '.join(found) or 'none'})"
+        )
+    return strip_prefixes(check_weights(state_dict, path)), _checkpoint_metadata(payload)
+
+
+def _check_archive(path: str, max_expansion: int = 20) -> None:
+    """Refuses a zip whose compressed entries would expand far beyond the file (torch.save never compresses)."""
+    if not zipfile.is_zipfile(path):
+        return  # a legacy or corrupt file: torch.load says which
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError):
+        return
+    expanded = sum(entry.file_size for entry in entries if entry.compress_type != zipfile.ZIP_STORED)
+    if expanded > max_expansion * max(os.path.getsize(path), 2**20):
+        raise CheckpointError(
+            f"{path} is a compressed archive that would expand to {expanded / 2**30:.1f} GiB; "
+            "torch.save writes checkpoints uncompressed: refusing to load it"
+        )
+
+
+def _load_error_detail(err: Exception) -> str:
+    """torch's own message, minus its advice to retry with ``weights_only=False`` (the unsafe path)."""
+    message = str(err)
+    if "WeightsUnpickler error:" in message:
+        message = message.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    detail = lines[0] if lines else ""
+    if "weights_only" in detail or "safe_globals" in detail:
+        detail = detail.split(". ")[0]
+    if not detail or "weights_only" in detail or "safe_globals" in detail:
+        detail = type(err).__name__
+    return detail
+
+
+def check_weights(state_dict: dict, path: str) -> dict:
+    """Refuses what would load but sample garbage: odd keys; sparse, meta, integer or non-finite tensors."""
+    problems = []
+    odd_keys = [repr(k) for k in state_dict if not isinstance(k, str)]
+    if odd_keys:
+        raise CheckpointError(f"{path}: weight names must be strings, not {odd_keys[:5]}")
+    not_dense = [k for k, v in state_dict.items() if v.layout != torch.strided or v.is_meta]
+    if not_dense:
+        problems.append(f"sparse or meta (data-less) tensors {_some(not_dense)}")
+    state_dict = {k: v for k, v in state_dict.items() if k not in not_dense}
+    # A stride-0 view claims many elements over a tiny storage: it would make us allocate a huge network.
+    views = [k for k, v in state_dict.items() if v.untyped_storage().nbytes() < v.numel() * v.element_size()]
+    if views:
+        problems.append(f"tensors backed by less data than their shape claims {_some(views)}")
+    not_float = [f"{k} ({v.dtype})" for k, v in state_dict.items() if not v.is_floating_point()]
+    if not_float:
+        problems.append(f"non-floating-point weights {_some(not_float)}")
+    if not problems:
+        not_finite = [k for k, v in state_dict.items() if not torch.isfinite(v).all()]
+        if not_finite:
+            problems.append(f"NaN or infinite values in {_some(not_finite)}")
+    if problems:
+        raise CheckpointError(f"{path} holds unusable weights: " + "; ".join(problems))
+    return state_dict
+
+
+def _some(names, limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return f"[{shown}{f', ... ({len(names)} in all)' if len(names) > limit else ''}]"
+
+
+def _checkpoint_metadata(payload: dict) -> dict:
+    """``step`` (a non-negative int) and ``loss`` (a finite float) when the file has them so; else left out."""
+    meta = {}
+    step, loss = payload.get("step"), payload.get("loss")
+    if isinstance(step, torch.Tensor) and step.numel() == 1 and not step.is_floating_point():
+        step = int(step)
+    if isinstance(step, int) and not isinstance(step, bool) and step >= 0:
+        meta["step"] = step
+    if isinstance(loss, torch.Tensor) and loss.numel() == 1 and not loss.is_complex():
+        loss = float(loss)
+    if isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss):
+        meta["loss"] = float(loss)
+    return meta
 
 
 def strip_prefixes(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -101,13 +193,22 @@ def strip_prefixes(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tenso
     return stripped
 
 
+# Far above any Lesson 5e network (base 128, context 768, one 64-wide head), far below what
+# exhausts a machine: a crafted file must not make us allocate tens of GB.
+MAX_WIDTHS = {"base_channels": 256, "cross_attention_dim": 4096, "transformer_inner_dim": 512}
+
+
 def infer_unet_config(state_dict: Dict[str, torch.Tensor]) -> dict:
     """Widths, channels and context dimension, read off the weights."""
-    required = ("initial_convolution.weight", "final_projection.2.weight", "middle.1.proj_in.weight",
-                "middle.1.transformer_blocks.0.attn2.to_k.weight")  # fmt: skip
+    required = {"initial_convolution.weight": 4, "final_projection.2.weight": 4, "middle.1.proj_in.weight": 4,
+                "middle.1.transformer_blocks.0.attn2.to_k.weight": 2}  # fmt: skip
     missing = [k for k in required if k not in state_dict]
     if missing:
         raise CheckpointError(f"not a Lesson 5e network: missing {missing} (found e.g. {list(state_dict)[:3]})")
+    wrong_rank = [f"{k} has {state_dict[k].dim()} dimensions, expected {n}" for k, n in required.items()
+                  if state_dict[k].dim() != n]  # fmt: skip
+    if wrong_rank:
+        raise CheckpointError(f"not a Lesson 5e network: {'; '.join(wrong_rank)}")
     conv_in = state_dict["initial_convolution.weight"]
     return dict(
         in_channels=conv_in.shape[1],
@@ -116,6 +217,24 @@ def infer_unet_config(state_dict: Dict[str, torch.Tensor]) -> dict:
         transformer_inner_dim=state_dict["middle.1.proj_in.weight"].shape[0],
         cross_attention_dim=state_dict["middle.1.transformer_blocks.0.attn2.to_k.weight"].shape[1],
     )
+
+
+def check_unet_config(config: dict) -> None:
+    """Refuses inferred configurations the lesson's sampler cannot use, before any memory is allocated."""
+    if config["in_channels"] not in (1, 3):
+        raise CheckpointError(f"the network has {config['in_channels']} image channels; Lesson 5e images have 1 or 3")
+    if config["out_channels"] != config["in_channels"]:
+        raise CheckpointError(
+            f"the network predicts {config['out_channels']} channels from {config['in_channels']}: an epsilon "
+            "predictor must output as many channels as it reads"
+        )
+    if config["base_channels"] % 32:
+        raise CheckpointError(
+            f"the network's base width {config['base_channels']} is not a multiple of 32 (its GroupNorms use 32 groups)"
+        )
+    too_wide = [f"{name} {config[name]} (at most {cap})" for name, cap in MAX_WIDTHS.items() if config[name] > cap]
+    if too_wide:
+        raise CheckpointError(f"the network's widths are implausibly large for Lesson 5e: {', '.join(too_wide)}")
 
 
 def rename_key(lesson_key: str) -> Optional[str]:
@@ -164,8 +283,16 @@ def convert_state_dict(
 
 
 def unet_from_lesson_state_dict(state_dict: Dict[str, torch.Tensor]) -> MNistUNet2DConditionModel:
-    """Builds the diffusers UNet that holds exactly these lesson weights (float32)."""
-    unet = MNistUNet2DConditionModel(**infer_unet_config(state_dict))
-    target = {k: v.shape for k, v in unet.state_dict().items()}
-    unet.load_state_dict(convert_state_dict(state_dict, target), strict=True)
+    """Builds the diffusers UNet that holds exactly these lesson weights (float32).
+
+    The configuration read off the weights is checked against every tensor of the file on the
+    meta device (shapes only) before the real network is allocated.
+    """
+    config = infer_unet_config(state_dict)
+    check_unet_config(config)
+    with torch.device("meta"):
+        target = {k: v.shape for k, v in MNistUNet2DConditionModel(**config).state_dict().items()}
+    converted = convert_state_dict(state_dict, target)
+    unet = MNistUNet2DConditionModel(**config)
+    unet.load_state_dict(converted, strict=True)
     return unet.float().eval()

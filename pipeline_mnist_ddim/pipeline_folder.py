@@ -1,12 +1,17 @@
 """Pipeline folders: loaded with their remote code, written self-contained and atomically with a model card."""
 
+import errno
+import inspect
+import json
+import math
 import os
 import shutil
 import tempfile
 import warnings
-from typing import Optional
+from typing import Optional, Sequence
 
 from . import DEFAULT_PIPELINE_DIR
+from .cli import check_writable_location
 from .pipeline_mnist_ddim import MNistDDIMPipeline
 
 MODEL_CARD = """---
@@ -53,19 +58,22 @@ The folder holds its own code (`pipeline_mnist_ddim.py`, `unet/unet_mnist.py`), 
 
 
 class OutputFolderError(ValueError):
-    """The output folder exists and holds files, and overwriting was not asked for."""
+    """The output folder cannot be written, or replacing it could lose files that are not ours."""
+
+
+PIPELINE_CLASS = [os.path.splitext(os.path.basename(inspect.getsourcefile(MNistDDIMPipeline)))[0], "MNistDDIMPipeline"]
 
 
 def model_card(pipe: MNistDDIMPipeline, checkpoint: str, meta: dict, text_encoder: str, repo: str = "path/to/folder",
                details: str = "", license: str = "mit") -> str:  # fmt: skip
     config = pipe.unet.config
-    loss = f", loss {meta['loss']:.4f}" if isinstance(meta.get("loss"), float) else ""
+    loss = f", loss {meta['loss']:.4f}" if isinstance(meta.get("loss"), float) and math.isfinite(meta["loss"]) else ""
     return MODEL_CARD.format(
         pipeline_tag="text-to-image" if pipe.text_encoder is not None else "unconditional-image-generation",
         license=license,
         title=f"MNIST DDIM (Lesson 5e -> diffusers), base width {config.base_channels}",
         checkpoint=os.path.basename(checkpoint),
-        step=meta.get("step", "unknown"),
+        step=meta["step"] if isinstance(meta.get("step"), int) else "unknown",  # never raw text from a file
         loss=loss,
         base_channels=config.base_channels,
         in_channels=config.in_channels,
@@ -99,42 +107,128 @@ def load_pipeline_folder(source: Optional[str] = None, dtype=None):
         raise OSError(f"no pipeline folder at {source}")
     with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; the old name works in all
         warnings.simplefilter("ignore", FutureWarning)
-        return DiffusionPipeline.from_pretrained(source, trust_remote_code=True,
-                                                 torch_dtype=dtype)  # fmt: skip
+        try:
+            return DiffusionPipeline.from_pretrained(source, trust_remote_code=True,
+                                                     torch_dtype=dtype)  # fmt: skip
+        except (TypeError, IndexError, KeyError, AttributeError) as err:  # a config edited into nonsense
+            raise ValueError(f"{source} could not be loaded as a pipeline (a config file holds "
+                             f"values of the wrong kind?): {type(err).__name__}: {err}") from err  # fmt: skip
 
 
-def check_output_dir(output_dir: str, overwrite: bool) -> None:
-    """Refuses a non-empty target before any work is done (and so before anything is lost)."""
+def is_our_pipeline_folder(folder: str) -> bool:
+    """Whether ``folder`` holds a ``model_index.json`` naming this project's pipeline class (a folder we wrote)."""
+    try:
+        with open(os.path.join(folder, "model_index.json")) as f:
+            class_name = json.load(f).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return class_name in (PIPELINE_CLASS, PIPELINE_CLASS[1])
+
+
+def _contains(folder: str, path: str) -> bool:
+    folder, path = os.path.realpath(folder), os.path.realpath(path)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_output_dir(output_dir: str, overwrite: bool, keep: Sequence[str] = ()) -> None:
+    """Refuses, before any work is done, every target whose writing could fail or lose files.
+
+    With ``overwrite``, only a pipeline folder this project wrote is replaced, and never one that
+    holds the working directory or any path in ``keep`` (the inputs).
+    """
+    if not output_dir or not output_dir.strip():
+        raise OutputFolderError("the output folder is empty (an unset variable?): name a new folder")
+    if os.path.normpath(output_dir) in (".", "..") or _contains(output_dir, os.getcwd()):
+        raise OutputFolderError(f"{output_dir!r} is the current folder or holds it: name a new folder")
+    if os.path.islink(output_dir):
+        raise OutputFolderError(f"{output_dir} is a symbolic link: name a real folder (links are never replaced)")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise OutputFolderError(f"{output_dir} exists and is not a folder")
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
+    # The result is staged beside the target and renamed into place: its parent must be writable.
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    check_writable_location(parent, "parent folder of the output", OutputFolderError)
+    if not os.path.isdir(output_dir) or not os.listdir(output_dir):
+        return
+    if not overwrite:
         raise OutputFolderError(f"{output_dir} is not empty: pass --overwrite to replace it, or choose another folder")
+    if not is_our_pipeline_folder(output_dir):
+        raise OutputFolderError(
+            f"{output_dir} is not a pipeline folder written by this converter (no model_index.json naming "
+            f"{PIPELINE_CLASS[1]}): --overwrite only replaces such folders; choose another folder"
+        )
+    inputs = [path for path in keep if path and os.path.exists(path) and _contains(output_dir, path)]
+    if inputs:
+        raise OutputFolderError(f"{output_dir} holds the input {inputs[0]}: --overwrite would delete it")
 
 
 def save_pipeline_folder(pipe: MNistDDIMPipeline, output_dir: str, card: Optional[str] = None,
-                         overwrite: bool = False) -> str:  # fmt: skip
-    """Saves into a temporary sibling folder, then renames it into place: no partial output, ever."""
-    check_output_dir(output_dir, overwrite)
+                         overwrite: bool = False, keep: Sequence[str] = ()) -> str:  # fmt: skip
+    """Saves into a temporary sibling folder, then renames it into place: no partial output, ever.
+
+    The last step fails, keeping what is there, when another process wrote ``output_dir`` meanwhile
+    (a rename onto a non-empty folder is refused by the OS), so of two racing writers exactly one wins.
+    """
+    check_output_dir(output_dir, overwrite, keep)
     output_dir = os.path.abspath(output_dir)
+    replacing = os.path.isdir(output_dir) and bool(os.listdir(output_dir))  # checked: ours, and overwrite asked
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(output_dir) + "-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private (0700); the result is an ordinary folder
+    retired = None
     try:
         pipe.save_pretrained(staging, safe_serialization=True)
         if card is not None:
             with open(os.path.join(staging, "README.md"), "w") as f:
                 f.write(card)
-        if os.path.isdir(output_dir):
+        if replacing and is_our_pipeline_folder(output_dir):  # still ours: retire it until the new one is in place
             retired = staging + "-old"
-            os.replace(output_dir, retired)
-            os.replace(staging, output_dir)
+            os.rename(output_dir, retired)
+        try:
+            os.rename(staging, output_dir)
+        except OSError as err:
+            if retired is not None and not os.path.exists(output_dir):
+                os.rename(retired, output_dir)
+                retired = None
+            if err.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                kept = f"; the folder it replaced is kept at {retired}" if retired is not None else ""
+                raise OutputFolderError(
+                    f"{output_dir} was written by another process meanwhile; left as it is, nothing saved{kept}"
+                ) from err
+            raise
+        if retired is not None:
             shutil.rmtree(retired)
-        else:
-            os.replace(staging, output_dir)
     finally:
         if os.path.isdir(staging):
             shutil.rmtree(staging)
     return output_dir
+
+
+class HubUploadError(OSError):
+    """The folder could not be uploaded (offline, not logged in, refused); it stays saved locally."""
+
+
+def check_hub_upload(repo_id: str) -> None:
+    """Refuses an upload that cannot work, before the conversion: a malformed repo id, offline mode, no token."""
+    from huggingface_hub import constants, get_token
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise HubUploadError(f"--push_to_hub {repo_id!r} is not a Hub repo id ('name' or 'user/name')") from err
+    if constants.HF_HUB_OFFLINE:
+        raise HubUploadError(
+            "cannot upload: offline mode is on (HF_HUB_OFFLINE is set). Unset it, or drop --push_to_hub and "
+            "upload the folder later with `hf upload REPO_ID FOLDER`"
+        )
+    if get_token() is None:
+        raise HubUploadError(
+            "cannot upload: not logged in to the Hugging Face Hub. Log in with `hf auth login` "
+            "(or `huggingface-cli login`), or set the HF_TOKEN environment variable"
+        )
 
 
 def push_folder_to_hub(folder: str, repo_id: str, private: bool = False) -> str:
@@ -142,5 +236,11 @@ def push_folder_to_hub(folder: str, repo_id: str, private: bool = False) -> str:
     from huggingface_hub import HfApi
 
     api = HfApi()
-    api.create_repo(repo_id, exist_ok=True, private=private)
-    return api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message="Upload MNIST DDIM pipeline").commit_url
+    try:
+        api.create_repo(repo_id, exist_ok=True, private=private)
+        commit = api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message="Upload MNIST DDIM pipeline")
+    except Exception as err:  # HTTP, connection and auth errors come in many types; the folder is safe either way
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = lines[0] if lines else type(err).__name__
+        raise HubUploadError(f"uploading to {repo_id} failed ({detail}); the folder is saved at {folder}") from err
+    return commit.commit_url

@@ -4,8 +4,10 @@ Writes 8x8 grids of unconditional and conditional samples, the prompts (8 a line
 words and numerals mixed as in the lesson) and the exact settings used.
 """
 
+import contextlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -14,6 +16,7 @@ from typing import List, Optional
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from .cli import check_writable_location
 from .image_grid import save_grid
 from .pipeline_folder import load_pipeline_folder
 from .lesson import labels_to_prompts
@@ -42,13 +45,92 @@ class SampleSettings:
 
 
 def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """The device asked for, refused with a ValueError when it is not a device or is not on this machine."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not _mps_available():
+        raise ValueError(f"--device {name}: MPS is not available here; use cpu or auto")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name!r}: sampling runs on cpu, cuda or mps")
+    return device
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def check_settings(settings: SampleSettings) -> torch.device:
+    """Everything that can be checked before loading a model; returns the device."""
+    if settings.pipeline and settings.model_checkpoint:
+        raise ValueError("pass either --pipeline or --model_checkpoint, not both")
+    for flag, value in (("--text_encoder", settings.text_encoder), ("--ema", settings.ema)):
+        if value and not settings.model_checkpoint:
+            raise ValueError(f"{flag} applies to --model_checkpoint only (a pipeline folder has its own text encoder)")
+    if not isinstance(settings.num_samples, int) or settings.num_samples < 1:
+        raise ValueError(f"--num_samples must be at least 1, not {settings.num_samples}")
+    if not isinstance(settings.num_inference_steps, int) or settings.num_inference_steps < 1:
+        raise ValueError(f"--num_inference_steps must be a positive integer, not {settings.num_inference_steps}")
+    # For eta > 1, DDIM's sigma_t exceeds sqrt(1 - alpha_{t-1}) and the direction term's square root is undefined.
+    if not math.isfinite(settings.eta) or not 0 <= settings.eta <= 1:
+        raise ValueError(f"--eta must be a number from 0 (deterministic DDIM) to 1 (DDPM-like), not {settings.eta}")
+    if not math.isfinite(settings.guidance_scale) or settings.guidance_scale < 1:
+        raise ValueError(f"--guidance_scale must be a finite number >= 1 (1: the lesson), not {settings.guidance_scale}")
+    if settings.dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, not {settings.dtype!r}")
+    if settings.prompts is not None and not settings.prompts.split():
+        raise ValueError("--prompts is empty: give words such as \"7 seven 3\", or leave it out for random digits")
+    check_writable_location(settings.output_dir)
+    return pick_device(settings.device)
+
+
+def check_scheduler_config(scheduler) -> None:
+    """A scheduler config edited by hand can make every image NaN or fail mid-run: refuse it before sampling."""
+    num_train_timesteps = scheduler.config.get("num_train_timesteps")
+    if not isinstance(num_train_timesteps, int) or num_train_timesteps < 1:
+        raise ValueError(f"the scheduler's num_train_timesteps is {num_train_timesteps!r}, not a positive integer "
+                         "(was scheduler_config.json edited?)")  # fmt: skip
+    alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
+    if alphas_cumprod is not None and (
+        len(alphas_cumprod) != num_train_timesteps
+        or not torch.isfinite(alphas_cumprod).all()
+        or not ((alphas_cumprod > 0) & (alphas_cumprod <= 1)).all()
+    ):
+        raise ValueError(
+            f"the scheduler's noise levels are unusable ({len(alphas_cumprod)} cumulative alphas for "
+            f"{num_train_timesteps} steps, each must be finite and in (0, 1]): was scheduler_config.json edited?"
+        )
+
+
+def check_against_pipeline(settings: SampleSettings, pipe) -> None:
+    """What needs the loaded pipeline: a usable scheduler, the step count it allows, the words the tokenizer knows."""
+    check_scheduler_config(pipe.scheduler)
+    max_steps = pipe.scheduler.config.num_train_timesteps
+    if settings.num_inference_steps > max_steps:
+        steps = settings.num_inference_steps
+        raise ValueError(f"--num_inference_steps must be at most {max_steps} for this model, not {steps}")
+    if settings.prompts is None:
+        return
+    if pipe.text_encoder is None:
+        raise ValueError("this pipeline has no text encoder, so it cannot sample from --prompts: leave it out")
+    known = pipe.accepted_words()
+    if known is not None:  # a small word-level vocabulary: every word must be in it
+        unknown = sorted({word.lower() for word in settings.prompts.split()} - set(known))
+        if unknown:
+            unknown, known = ", ".join(unknown), ", ".join(known)
+            raise ValueError(f"--prompts has words this model never saw: {unknown}; it knows {known}")
 
 
 def load_pipeline(settings: SampleSettings):
@@ -79,17 +161,10 @@ def write_prompts(prompts: List[str], path: str, per_line: int = 8) -> None:
 
 
 def run(settings: SampleSettings) -> str:
-    """Samples as Lesson 6 does; returns the folder written."""
-    if settings.num_samples < 1:
-        raise ValueError(f"--num_samples must be at least 1, not {settings.num_samples}")
-    if settings.dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, not {settings.dtype!r}")
-    if settings.pipeline and settings.model_checkpoint:
-        raise ValueError("pass either --pipeline or --model_checkpoint, not both")
-    device = pick_device(settings.device)
+    """Samples as Lesson 6 does; returns the folder written. Nothing is written unless sampling succeeded."""
+    device = check_settings(settings)
     pipe = load_pipeline(settings).to(device)
-    output_dir = fresh_output_dir(settings.output_dir, settings.overwrite)
-    os.makedirs(output_dir, exist_ok=True)
+    check_against_pipeline(settings, pipe)
 
     generator = torch.Generator().manual_seed(settings.seed)  # on the CPU: the same images on any device
     n = settings.num_samples
@@ -100,8 +175,6 @@ def run(settings: SampleSettings) -> str:
     started = time.perf_counter()
 
     unconditional = pipe(latents=randn_tensor(shape, generator=generator), batch_size=n, **common).images
-    save_grid(unconditional, os.path.join(output_dir, "unconditional_samples.png"))
-
     if settings.prompts:
         words = settings.prompts.split()
         prompts = [words[i % len(words)] for i in range(n)]
@@ -111,16 +184,39 @@ def run(settings: SampleSettings) -> str:
     if pipe.text_encoder is not None:
         latents = randn_tensor(shape, generator=generator)
         conditional = pipe(prompt=prompts, latents=latents, guidance_scale=settings.guidance_scale, **common).images
-        save_grid(conditional, os.path.join(output_dir, "conditional_samples.png"))
-        write_prompts(prompts, os.path.join(output_dir, "conditional_sample_prompts.txt"))
     else:
         logger.warning("this pipeline has no text encoder: conditional samples skipped")
     seconds = time.perf_counter() - started
+    for name, images in (("unconditional", unconditional), ("conditional", conditional)):
+        if images is not None and not torch.isfinite(images).all():  # would be saved as black squares
+            raise ValueError(f"the {name} samples hold NaN or infinite values: the model or its settings are broken")
 
-    with open(os.path.join(output_dir, "settings.json"), "w") as f:
+    output_dir = fresh_output_dir(settings.output_dir, settings.overwrite)
+    os.makedirs(output_dir, exist_ok=True)
+    with atomic_path(os.path.join(output_dir, "unconditional_samples.png")) as path:
+        save_grid(unconditional, path)
+    if conditional is not None:
+        with atomic_path(os.path.join(output_dir, "conditional_samples.png")) as path:
+            save_grid(conditional, path)
+        with atomic_path(os.path.join(output_dir, "conditional_sample_prompts.txt")) as path:
+            write_prompts(prompts, path)
+    with atomic_path(os.path.join(output_dir, "settings.json")) as path, open(path, "w") as f:
         record = {**asdict(settings), "pipeline": settings.pipeline or (None if settings.model_checkpoint else "embedded default"),
                   "device": str(device), "scheduler": type(pipe.scheduler).__name__,
                   "sampling_seconds": round(seconds, 1)}  # fmt: skip
         json.dump(record, f, indent=2)
     logger.info("sampled %d + %d images in %.1f s on %s -> %s", n, n if conditional is not None else 0, seconds, device, output_dir)
     return output_dir
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """A temporary name beside ``path`` to write to, renamed onto it only when writing succeeded."""
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, ".tmp-" + name)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)

@@ -11,14 +11,17 @@ machine. Not a test: numbers depend on the machine; only same-run ratios compare
 import argparse
 import contextlib
 import platform
+import sys
 import time
 
 import torch
 from diffusers.utils import logging as diffusers_logging
 
+from pipeline_mnist_ddim.cli import USER_ERRORS, report
 from pipeline_mnist_ddim.conversion import strip_prefixes, unet_from_lesson_state_dict
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 from pipeline_mnist_ddim.reference import LessonUNet, ddim_sample
+from pipeline_mnist_ddim.sampling import pick_device
 from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
 
 
@@ -40,7 +43,15 @@ def describe(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    try:
+        benchmark(argv)
+    except USER_ERRORS as err:  # a bad --device, sizes the network refuses
+        return report(err)
+    return 0
+
+
+def benchmark(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch_size", type=int, default=None, help="default: 64 on CUDA, 8 on CPU")
@@ -50,7 +61,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args(argv)
     diffusers_logging.set_verbosity_error()  # .to(dtype) on a UNet logs a harmless note each time
-    device = torch.device(args.device)
+    device = pick_device(args.device)
+    if min(args.batch_size or 1, args.num_inference_steps, args.repeats) < 1:
+        raise ValueError("--batch_size, --num_inference_steps and --repeats must be positive")
     batch = args.batch_size or (64 if device.type == "cuda" else 8)
 
     torch.manual_seed(0)
@@ -87,4 +100,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -25,6 +25,7 @@ import os
 import sys
 from typing import Optional
 
+from pipeline_mnist_ddim.cli import USER_ERRORS, check_writable_location, report
 from pipeline_mnist_ddim.evaluation import SECTIONS, EvalSettings, evaluate, results_markdown, write_outputs
 
 
@@ -88,11 +89,11 @@ def main(argv=None) -> int:
     try:
         settings = settings_from_args(args)
         settings.validate()
+        check_writable_location(args.output_dir)  # now, not after an hour of sampling
         pipe = load(args.pipeline, args.dtype)
         results, images = evaluate(pipe, settings, pipeline_name=args.pipeline or "embedded default")
-    except (ValueError, OSError) as err:  # bad paths and arguments: say what, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:  # bad paths and arguments: say what, no traceback
+        return report(err)
     if results is not None:  # the main process writes
         paths = write_outputs(results, images, args.output_dir)
         print(results_markdown(results))

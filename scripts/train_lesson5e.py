@@ -9,7 +9,9 @@ Multi-GPU: ``accelerate launch scripts/train_lesson5e.py ...``. Resume with ``--
 import argparse
 import dataclasses
 import logging
+import sys
 
+from pipeline_mnist_ddim.cli import USER_ERRORS, check_writable_location, report
 from pipeline_mnist_ddim.training import TrainConfig, train
 
 
@@ -31,10 +33,16 @@ def parse_args(argv=None) -> TrainConfig:
     return TrainConfig(**vars(args))
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    print(train(parse_args(argv)))
+    config = parse_args(argv)
+    try:
+        check_writable_location(config.output_dir)
+        print(train(config))
+    except USER_ERRORS as err:  # an unwritable --output_dir, a full disk, a bad --resume
+        return report(err)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

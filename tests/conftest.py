@@ -19,6 +19,7 @@ from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
 from pipeline_mnist_ddim.text_encoder import build_text_encoder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_DATA = Path(__file__).resolve().parent / "data"
 TINY_BASE = 32
 TINY_CONTEXT = 32
 PERTURBATION = 0.05
@@ -75,15 +76,6 @@ def load_convert_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def shared_folder() -> Path:
-    """The project's ``shared/`` folder: beside the repository in CI, or inside it."""
-    candidates = [REPO_ROOT.parent / "shared", REPO_ROOT / "shared"]
-    for candidate in candidates:
-        if (candidate / "lesson5e_state_dict_keys.tsv").is_file():
-            return candidate
-    pytest.fail(f"lesson5e_state_dict_keys.tsv not found in any of {[str(c) for c in candidates]}")
 
 
 # ---------------------------------------------------------------- fixtures

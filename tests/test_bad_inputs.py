@@ -166,9 +166,9 @@ def test_non_empty_output_folder_is_left_untouched_without_overwrite(
     assert [p.name for p in (workdir / "outputs").iterdir()] == ["out"]
 
 
-def test_overwrite_replaces_a_non_empty_output_folder(convert_script, capsys, workdir, lesson_checkpoint):
+def test_overwrite_replaces_a_pipeline_folder_the_converter_wrote(convert_script, capsys, workdir, lesson_checkpoint):
     output = workdir / "outputs" / "out"
-    output.mkdir()
+    assert convert(convert_script, capsys, lesson_checkpoint, output)[0] == 0
     (output / "notes.txt").write_text("stale")
     code, _ = convert(convert_script, capsys, lesson_checkpoint, output, "--overwrite")
     assert code == 0
@@ -177,9 +177,9 @@ def test_overwrite_replaces_a_non_empty_output_folder(convert_script, capsys, wo
     assert [p.name for p in (workdir / "outputs").iterdir()] == ["out"]  # no staging or retired folder left
 
 
-def test_bad_checkpoint_with_overwrite_keeps_the_existing_folder(convert_script, capsys, workdir):
+def test_bad_checkpoint_with_overwrite_keeps_the_existing_folder(convert_script, capsys, workdir, lesson_checkpoint):
     output = workdir / "outputs" / "out"
-    output.mkdir()
+    assert convert(convert_script, capsys, lesson_checkpoint, output)[0] == 0
     (output / "notes.txt").write_text("precious")
     foreign = workdir / "inputs" / "linear.pt"
     torch.save(torch.nn.Linear(3, 3).state_dict(), foreign)

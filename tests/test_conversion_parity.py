@@ -4,7 +4,7 @@ import ast
 
 import pytest
 import torch
-from conftest import convert, lesson_state_dict, perturbed_reference, shared_folder
+from conftest import TEST_DATA, convert, lesson_state_dict, perturbed_reference
 
 from pipeline_mnist_ddim.conversion import (
     infer_unet_config,
@@ -39,8 +39,9 @@ def text_context(dim, seed=1):
 
 
 def test_reference_state_dict_has_exactly_the_keys_and_shapes_of_a_lesson5e_checkpoint():
-    rows = (shared_folder() / "lesson5e_state_dict_keys.tsv").read_text().splitlines()
-    expected = [(key, ast.literal_eval(shape)) for key, shape in (row.split("\t") for row in rows if row.strip())]
+    rows = (TEST_DATA / "lesson5e_state_dict_keys.tsv").read_text().splitlines()  # header: how it was derived
+    data_rows = [row for row in rows if row.strip() and not row.startswith("#")]
+    expected = [(key, ast.literal_eval(shape)) for key, shape in (row.split("\t") for row in data_rows)]
     with torch.device("meta"):  # shapes only: no memory, no init cost
         state_dict = LessonDiffusion(LessonUNet()).state_dict()
     actual = [(key, tuple(tensor.shape)) for key, tensor in state_dict.items()]

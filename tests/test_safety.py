@@ -1,0 +1,718 @@
+"""Safety of the command-line tools: every bad input a user can give ends in one `error:` line with exit
+code 2, before any slow work, and every file that existed before still exists, byte for byte.
+
+Each case runs the tool in-process (`main(argv)`), except the SIGTERM and race cases, which need
+processes of their own. The cases are tables: one row per input, with the text the message must hold.
+"""
+
+import errno
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO_ROOT, lesson_state_dict
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TORCH_UNSAFE_ADVICE = ("weights_only=False", "weights_only` set to `False`", "will likely succeed")
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tree(root: Path) -> dict:
+    """Every file under ``root`` (hidden ones too) and its bytes; symbolic links as their targets."""
+    files = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            files[str(path.relative_to(root))] = f"-> {os.readlink(path)}"
+        elif path.is_file():
+            files[str(path.relative_to(root))] = path.read_bytes()
+        elif path.is_dir():
+            files[str(path.relative_to(root)) + "/"] = "dir"
+    return files
+
+
+def assert_refused(code: int, stderr: str, *expected_in_message: str) -> str:
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]  # progress bars may precede it
+    assert len(errors) == 1, stderr
+    for text in expected_in_message:
+        assert text in errors[0], f"{text!r} not in {errors[0]!r}"
+    assert not any(advice in stderr for advice in TORCH_UNSAFE_ADVICE), stderr
+    return errors[0]
+
+
+@pytest.fixture
+def workdir(tmp_path, lesson_checkpoint, monkeypatch):
+    """inputs/ (a lesson checkpoint and a note), outputs/ (a note): the user's files, which must survive.
+
+    The working directory is inputs/, so a path that resolves to "here" points at the user's files.
+    """
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "outputs").mkdir()
+    shutil.copy(lesson_checkpoint, tmp_path / "inputs" / "ckpt.pt")
+    (tmp_path / "inputs" / "notes.txt").write_text("precious input")
+    (tmp_path / "outputs" / "keep.txt").write_text("precious output")
+    monkeypatch.chdir(tmp_path / "inputs")
+    return tmp_path
+
+
+@pytest.fixture
+def converter(convert_script, capsys):
+    """(exit code, stderr) of `convert_checkpoint.py` with these arguments."""
+
+    def run(*argv):
+        code = convert_script.main([str(a) for a in argv])
+        return code, capsys.readouterr().err
+
+    return run
+
+
+def convert_args(checkpoint, output_dir, *options):
+    return ["--checkpoint", checkpoint, "--output_dir", output_dir, "--text_encoder", "none", *options]
+
+
+@pytest.fixture
+def our_folder(workdir, converter) -> Path:
+    """A pipeline folder the converter wrote: outputs/pipe."""
+    folder = workdir / "outputs" / "pipe"
+    assert converter(*convert_args(workdir / "inputs" / "ckpt.pt", folder))[0] == 0
+    return folder
+
+
+# ================================================================= 1. the output folder: nothing lost
+
+
+def _setup_symlink(workdir):
+    (workdir / "outputs" / "real").mkdir()
+    (workdir / "outputs" / "link").symlink_to(workdir / "outputs" / "real")
+    return workdir / "outputs" / "link", []
+
+
+def _setup_not_ours(workdir):
+    (workdir / "outputs" / "mine").mkdir()
+    (workdir / "outputs" / "mine" / "thesis.tex").write_text("years of work")
+    return workdir / "outputs" / "mine", ["--overwrite"]
+
+
+def _setup_foreign_model_index(workdir):
+    (workdir / "outputs" / "sd").mkdir()
+    (workdir / "outputs" / "sd" / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    return workdir / "outputs" / "sd", ["--overwrite"]
+
+
+OUTPUT_CASES = {
+    # id: (set-up returning (output_dir, extra options), texts the message must hold)
+    "empty path (an unset variable)": (lambda w: ("", []), ["empty"]),
+    "empty path with --overwrite": (lambda w: ("", ["--overwrite"]), ["empty"]),
+    "the current folder": (lambda w: (".", []), ["current folder"]),
+    "the current folder with --overwrite": (lambda w: (".", ["--overwrite"]), ["current folder"]),
+    "a folder holding the current folder": (lambda w: (w, ["--overwrite"]), ["current folder"]),
+    "'..' with --overwrite": (lambda w: ("..", ["--overwrite"]), ["current folder"]),
+    "a symbolic link": (_setup_symlink, ["symbolic link"]),
+    "a non-empty folder without --overwrite": (lambda w: (w / "outputs", []), ["not empty", "--overwrite"]),
+    "--overwrite onto a folder we did not write": (_setup_not_ours, ["not a pipeline folder written by this converter"]),
+    "--overwrite onto another pipeline's folder": (_setup_foreign_model_index, ["not a pipeline folder"]),
+    "a path through a file": (lambda w: (w / "outputs" / "keep.txt" / "out", []), ["keep.txt", "is a file"]),
+    "an existing file": (lambda w: (w / "outputs" / "keep.txt", ["--overwrite"]), ["is not a folder"]),
+}
+
+
+@pytest.mark.parametrize("case", OUTPUT_CASES)
+def test_output_folder_that_could_lose_files_is_refused_before_converting(case, workdir, converter, monkeypatch):
+    setup, expected = OUTPUT_CASES[case]
+    output_dir, options = setup(workdir)
+    before = tree(workdir)
+    monkeypatch.setattr("pipeline_mnist_ddim.pipeline_builder.build_pipeline", pytest.fail)  # refused first
+    code, stderr = converter(*convert_args(workdir / "inputs" / "ckpt.pt", output_dir, *options))
+    assert_refused(code, stderr, *expected)
+    assert tree(workdir) == before
+
+
+def test_overwrite_refuses_a_pipeline_folder_holding_the_input_checkpoint(workdir, converter, our_folder):
+    checkpoint = our_folder / "ckpt.pt"
+    shutil.copy(workdir / "inputs" / "ckpt.pt", checkpoint)
+    before = tree(workdir)
+    assert_refused(*converter(*convert_args(checkpoint, our_folder, "--overwrite")), "holds the input", "ckpt.pt")
+    assert tree(workdir) == before
+
+
+def test_overwrite_refuses_a_pipeline_folder_holding_the_text_encoder(workdir, converter, our_folder, text_encoder_folder):
+    inside = our_folder / "my_encoder"
+    shutil.copytree(text_encoder_folder, inside)
+    before = tree(workdir)
+    args = ["--checkpoint", workdir / "inputs" / "ckpt.pt", "--output_dir", our_folder, "--text_encoder", inside]
+    assert_refused(*converter(*args, "--overwrite"), "holds the input", "my_encoder")
+    assert tree(workdir) == before
+
+
+def test_overwrite_refuses_a_pipeline_folder_holding_the_working_directory(workdir, converter, our_folder, monkeypatch):
+    (our_folder / "notes").mkdir()
+    monkeypatch.chdir(our_folder / "notes")
+    before = tree(workdir)
+    assert_refused(*converter(*convert_args(workdir / "inputs" / "ckpt.pt", our_folder, "--overwrite")), "current folder")
+    assert tree(workdir) == before
+
+
+def test_unwritable_parent_is_refused_before_converting(workdir, converter, monkeypatch):
+    # Tests may run as root, for whom chmod does not deny writing: make the OS answer "not writable".
+    locked = workdir / "outputs"
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    monkeypatch.setattr("pipeline_mnist_ddim.pipeline_builder.build_pipeline", pytest.fail)
+    before = tree(workdir)
+    assert_refused(*converter(*convert_args(workdir / "inputs" / "ckpt.pt", locked / "new" / "out")), "not writable")
+    assert tree(workdir) == before
+
+
+def _fill_the_disk(self, save_directory, **kwargs):
+    Path(save_directory, "half-written.safetensors").write_bytes(b"\0" * 100)
+    raise OSError(errno.ENOSPC, "No space left on device", str(Path(save_directory, "half-written.safetensors")))
+
+
+def test_full_disk_keeps_the_replaced_folder_and_leaves_no_staging(workdir, converter, our_folder, monkeypatch):
+    monkeypatch.setattr("pipeline_mnist_ddim.pipeline_mnist_ddim.MNistDDIMPipeline.save_pretrained", _fill_the_disk)
+    before = tree(workdir)
+    code, stderr = converter(*convert_args(workdir / "inputs" / "ckpt.pt", our_folder, "--overwrite"))
+    assert_refused(code, stderr, "no space left on the device")
+    assert tree(workdir) == before
+
+
+def test_ctrl_c_during_the_save_keeps_the_replaced_folder_and_leaves_no_staging(workdir, converter, our_folder, monkeypatch):
+    def interrupted(self, save_directory, **kwargs):
+        Path(save_directory, "half-written.safetensors").write_bytes(b"\0" * 100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pipeline_mnist_ddim.pipeline_mnist_ddim.MNistDDIMPipeline.save_pretrained", interrupted)
+    before = tree(workdir)
+    with pytest.raises(KeyboardInterrupt):
+        converter(*convert_args(workdir / "inputs" / "ckpt.pt", our_folder, "--overwrite"))
+    assert tree(workdir) == before
+
+
+def test_a_folder_written_meanwhile_by_someone_else_is_kept_and_the_loser_says_so(workdir, converter, monkeypatch):
+    """Another process finishes first, between our checks and our rename: its folder wins, intact."""
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
+
+    target = workdir / "outputs" / "new"
+    real_save = MNistDDIMPipeline.save_pretrained
+
+    def save_while_another_writer_finishes(self, save_directory, **kwargs):
+        real_save(self, save_directory, **kwargs)
+        target.mkdir()
+        (target / "theirs.txt").write_text("the other conversion")
+
+    monkeypatch.setattr(MNistDDIMPipeline, "save_pretrained", save_while_another_writer_finishes)
+    code, stderr = converter(*convert_args(workdir / "inputs" / "ckpt.pt", target))
+    assert_refused(code, stderr, "written by another process")
+    assert [p.name for p in target.iterdir()] == ["theirs.txt"]
+    assert sorted(p.name for p in (workdir / "outputs").iterdir()) == ["keep.txt", "new"]  # no staging left
+
+
+def _converter_process(checkpoint, output_dir, prelude=""):
+    code = textwrap.dedent(prelude) + textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        import convert_checkpoint
+        sys.exit(convert_checkpoint.main(["--checkpoint", {str(checkpoint)!r}, "--output_dir", {str(output_dir)!r},
+                                          "--text_encoder", "none"]))
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow  # two fresh processes
+def test_two_racing_conversions_into_one_new_folder_exactly_one_wins(workdir):
+    target = workdir / "outputs" / "race"
+    racers = [_converter_process(workdir / "inputs" / "ckpt.pt", target) for _ in range(2)]
+    results = [(racer.wait(timeout=300), racer.stderr.read()) for racer in racers]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    loser_stderr = next(stderr for code, stderr in results if code == 2)
+    assert_refused(2, loser_stderr)  # "not empty" or "written by another process", depending on timing
+    assert (target / "model_index.json").is_file()
+    assert sorted(p.name for p in (workdir / "outputs").iterdir()) == ["keep.txt", "race"]
+
+
+@pytest.mark.slow  # a fresh process
+def test_sigterm_during_the_save_removes_the_staging_folder(workdir):
+    # The process terminates itself half-way through writing, as `kill` or a job scheduler would.
+    prelude = """
+        import os, signal
+        from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
+        real_save = MNistDDIMPipeline.save_pretrained
+        def save_then_get_killed(self, save_directory, **kwargs):
+            real_save(self, save_directory, **kwargs)
+            os.kill(os.getpid(), signal.SIGTERM)
+        MNistDDIMPipeline.save_pretrained = save_then_get_killed
+    """
+    before = tree(workdir)
+    process = _converter_process(workdir / "inputs" / "ckpt.pt", workdir / "outputs" / "killed", prelude)
+    assert process.wait(timeout=300) == 128 + signal.SIGTERM, process.stderr.read()
+    assert tree(workdir) == before  # neither the folder nor a .tmp-killed-* staging folder
+
+
+def test_written_folder_has_the_permissions_the_umask_gives(workdir, converter):
+    umask = os.umask(0o022)
+    try:
+        assert converter(*convert_args(workdir / "inputs" / "ckpt.pt", workdir / "outputs" / "out"))[0] == 0
+    finally:
+        os.umask(umask)
+    assert (workdir / "outputs" / "out").stat().st_mode & 0o777 == 0o755
+
+
+def test_overwrite_replaces_our_folder_and_keeps_every_file_beside_it(workdir, converter, our_folder):
+    (our_folder / "stale.txt").write_text("from an earlier conversion")
+    assert converter(*convert_args(workdir / "inputs" / "ckpt.pt", our_folder, "--overwrite"))[0] == 0
+    assert not (our_folder / "stale.txt").exists() and (our_folder / "model_index.json").is_file()
+    assert (workdir / "outputs" / "keep.txt").read_text() == "precious output"
+    assert (workdir / "inputs" / "ckpt.pt").is_file() and (workdir / "inputs" / "notes.txt").is_file()
+    assert sorted(p.name for p in (workdir / "outputs").iterdir()) == ["keep.txt", "pipe"]
+
+
+# ================================================================= 2. checkpoints that would sample garbage
+
+
+def _required_keys_only(base=32, in_channels=1, out_channels=1, context=32, inner=64):
+    """Just the tensors the configuration is read from: enough to reach the configuration checks."""
+    return {
+        "initial_convolution.weight": torch.zeros(base, in_channels, 3, 3),
+        "final_projection.2.weight": torch.zeros(out_channels, base, 3, 3),
+        "middle.1.proj_in.weight": torch.zeros(inner, base * 2, 1, 1),
+        "middle.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(inner, context),
+    }
+
+
+def _with(key, value):
+    def edit(state_dict):
+        state_dict[key] = value(state_dict[key]) if callable(value) else value
+        return state_dict
+
+    return edit
+
+
+CONV_IN = "_unet.initial_convolution.weight"
+CHECKPOINT_CASES = {
+    # id: (state dict edit or replacement, texts the message must hold)
+    "a NaN weight": (_with(CONV_IN, lambda t: t.index_put((torch.tensor([0]),), torch.tensor(float("nan")))),
+                     ["NaN or infinite", "initial_convolution.weight"]),  # fmt: skip
+    "an infinite weight": (_with("_unet.ups.2.5.proj_out.bias", lambda t: t + float("inf")),
+                           ["NaN or infinite", "ups.2.5.proj_out.bias"]),  # fmt: skip
+    "integer weights": (_with(CONV_IN, lambda t: t.to(torch.int64)), ["non-floating-point", "torch.int64"]),
+    "boolean weights": (_with(CONV_IN, lambda t: t > 0), ["non-floating-point", "torch.bool"]),
+    "a sparse tensor": (_with(CONV_IN, lambda t: t.to_sparse()), ["sparse or meta", "initial_convolution.weight"]),
+    "a stride-0 view claiming a huge width": (
+        lambda sd: {**_required_keys_only(), CONV_IN: torch.zeros(1).expand(65536, 1, 3, 3)},
+        ["less data than their shape claims", "initial_convolution.weight"],
+    ),
+    "an absurd base width": (lambda sd: _required_keys_only(base=512), ["implausibly large", "base_channels 512"]),
+    "an absurd context width": (lambda sd: _required_keys_only(context=100_000), ["cross_attention_dim 100000"]),
+    "an absurd transformer width": (lambda sd: _required_keys_only(inner=1024), ["transformer_inner_dim 1024"]),
+    "a base width not a multiple of 32": (lambda sd: _required_keys_only(base=48), ["48", "multiple of 32"]),
+    "in_channels != out_channels": (lambda sd: _required_keys_only(out_channels=3), ["predicts 3 channels from 1"]),
+    "two image channels": (lambda sd: _required_keys_only(in_channels=2, out_channels=2), ["2 image channels", "1 or 3"]),
+    "a required key of the wrong rank": (
+        lambda sd: {**_required_keys_only(), "initial_convolution.weight": torch.zeros(32, 9)},
+        ["initial_convolution.weight has 2 dimensions, expected 4"],
+    ),
+    "non-string keys": (lambda sd: {**sd, 7: torch.zeros(1)}, ["names must be strings", "7"]),
+}
+
+
+def _save_bare(state_dict, path):
+    torch.save(state_dict, path)
+
+
+@pytest.mark.parametrize("case", CHECKPOINT_CASES)
+def test_checkpoint_that_would_sample_garbage_is_refused_naming_the_tensors(case, workdir, converter, tiny_reference):
+    edit, expected = CHECKPOINT_CASES[case]
+    path = workdir / "inputs" / "bad.pt"
+    _save_bare(edit(lesson_state_dict(tiny_reference)), path)
+    before = tree(workdir)
+    assert_refused(*converter(*convert_args(path, workdir / "outputs" / "out")), *expected)
+    assert tree(workdir) == before
+
+
+def test_zero_element_tensors_cannot_claim_an_absurd_width(workdir, converter):
+    """A few-KB file whose empty tensors claim widths in the millions: refused before anything is allocated."""
+    state_dict = _required_keys_only()
+    state_dict["middle.1.transformer_blocks.0.attn2.to_k.weight"] = torch.zeros(0, 1_000_000)
+    state_dict["middle.1.proj_in.weight"] = torch.zeros(100_000, 0, 1, 1)
+    torch.save(state_dict, workdir / "inputs" / "claims.pt")
+    before = tree(workdir)
+    code, stderr = converter(*convert_args(workdir / "inputs" / "claims.pt", workdir / "outputs" / "out"))
+    assert_refused(code, stderr, "implausibly large", "cross_attention_dim 1000000", "transformer_inner_dim 100000")
+    assert tree(workdir) == before
+
+
+def test_compressed_checkpoint_that_would_expand_hugely_is_refused_before_loading(workdir, converter, monkeypatch):
+    import zipfile
+
+    bomb = workdir / "inputs" / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\0" * (64 * 2**20))  # 64 MiB of zeros: ~64 KB deflated
+    monkeypatch.setattr(torch, "load", pytest.fail)
+    before = tree(workdir)
+    code, stderr = converter(*convert_args(bomb, workdir / "outputs" / "out"))
+    assert_refused(code, stderr, "compressed archive that would expand")
+    assert tree(workdir) == before
+
+
+def test_meta_tensor_is_refused(workdir, converter, tiny_reference):
+    state_dict = lesson_state_dict(tiny_reference)
+    state_dict[CONV_IN] = torch.empty(32, 1, 3, 3, device="meta")
+    _save_bare(state_dict, workdir / "inputs" / "meta.pt")
+    before = tree(workdir)
+    assert_refused(*converter(*convert_args(workdir / "inputs" / "meta.pt", workdir / "outputs" / "out")), "sparse or meta")
+    assert tree(workdir) == before
+
+
+def _write(path, payload):
+    if isinstance(payload, bytes):
+        path.write_bytes(payload)
+    else:
+        torch.save(payload, path)
+
+
+FILE_CASES = {
+    # id: (file name, content (bytes or an object to torch.save; None: a directory), options, message texts)
+    "an empty .pt": ("empty.pt", b"", [], ["empty (0 bytes)"]),
+    "a directory": ("a-folder.pt", None, [], ["is a directory"]),
+    "a {'state_dict': ...} file": ("wrapped.pt", {"state_dict": {"w": torch.zeros(2)}}, [],
+                                   ["'model_state_dict'", "'state_dict'", "top-level keys"]),  # fmt: skip
+    "a pickled non-tensor global": ("dated.pt", {"model_state_dict": {}, "when": __import__("datetime").date(2024, 1, 1)},
+                                    [], ["refusing to load it"]),  # fmt: skip
+    "random bytes": ("noise.pt", __import__("random").Random(0).randbytes(4096), [], ["could not be read as a checkpoint"]),
+    "an unsupported pickle opcode": ("opcode.pt", b"\x80\x02\x82\x01.", [], ["could not be read as a checkpoint"]),
+    "--ema on a .safetensors": ("weights.safetensors", "safetensors", ["--ema"], ["--ema", ".safetensors"]),
+}
+
+
+@pytest.mark.parametrize("case", FILE_CASES)
+def test_unusable_checkpoint_file_gets_a_message_about_what_it_is(case, workdir, converter, tiny_reference):
+    name, content, options, expected = FILE_CASES[case]
+    path = workdir / "inputs" / name
+    if content is None:
+        path.mkdir()
+    elif content == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in lesson_state_dict(tiny_reference).items()}, path)
+    else:
+        _write(path, content)
+    before = tree(workdir)
+    message = assert_refused(*converter(*convert_args(path, workdir / "outputs" / "out", *options)), *expected)
+    assert message.split(": ", 2)[-1].strip()  # a detail, not an empty one
+    assert tree(workdir) == before
+
+
+def test_safetensors_with_a_nan_weight_is_refused(workdir, converter, tiny_reference):
+    from safetensors.torch import save_file
+
+    state_dict = {k: v.contiguous().clone() for k, v in lesson_state_dict(tiny_reference).items()}
+    state_dict["_unet.middle.0.block1.proj.weight"][0, 0, 0, 0] = float("nan")
+    save_file(state_dict, workdir / "inputs" / "nan.safetensors")
+    before = tree(workdir)
+    code, stderr = converter(*convert_args(workdir / "inputs" / "nan.safetensors", workdir / "outputs" / "out"))
+    assert_refused(code, stderr, "NaN", "middle.0.block1.proj.weight")
+    assert tree(workdir) == before
+
+
+def test_metadata_that_is_not_a_step_and_a_loss_stays_out_of_the_model_card(workdir, converter, tiny_reference):
+    """A multi-element `loss` and a `step` holding text are left out (the card says "unknown"), not pasted raw."""
+    torch.save({"step": "<script>alert(1)</script>", "model_state_dict": lesson_state_dict(tiny_reference),
+                "loss": torch.tensor([0.1, 0.2, 0.3])}, workdir / "inputs" / "odd-meta.pt")  # fmt: skip
+    output = workdir / "outputs" / "out"
+    assert converter(*convert_args(workdir / "inputs" / "odd-meta.pt", output))[0] == 0
+    card = (output / "README.md").read_text()
+    assert "training step unknown)" in card and "<script>" not in card and "loss" not in card.split("Network")[0]
+
+
+def test_model_card_keeps_an_integer_step_and_a_scalar_loss(workdir, converter):
+    output = workdir / "outputs" / "out"
+    assert converter(*convert_args(workdir / "inputs" / "ckpt.pt", output))[0] == 0
+    assert "(training step 100, loss 0.0421)" in (output / "README.md").read_text()
+
+
+# ================================================================= 2b. text encoders that are not what they claim
+
+
+def _bert_folder(folder: Path, text_encoder_folder: Path):
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=1, intermediate_size=64)).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(text_encoder_folder / name, folder / name)
+
+
+def _truncated_weights(folder: Path, text_encoder_folder: Path):
+    shutil.copytree(text_encoder_folder, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+
+
+def _one_weight_missing(folder: Path, text_encoder_folder: Path):
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(text_encoder_folder, folder)
+    weights = load_file(folder / "model.safetensors")
+    del weights[sorted(weights)[0]]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def _nan_weight(folder: Path, text_encoder_folder: Path):
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(text_encoder_folder, folder)
+    weights = load_file(folder / "model.safetensors")
+    name = sorted(weights)[-1]
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+TEXT_ENCODER_CASES = {
+    "a BERT model": (_bert_folder, ["'bert' model, not a CLIP text model"]),
+    "truncated weights": (_truncated_weights, ["could not load the text encoder in"]),
+    "a missing weight": (_one_weight_missing, ["not hold a complete CLIP text model", "missing"]),
+    "a NaN weight": (_nan_weight, ["NaN or infinite"]),
+}
+
+
+@pytest.mark.parametrize("case", TEXT_ENCODER_CASES)
+def test_text_encoder_that_is_not_a_complete_clip_text_model_is_refused(case, workdir, converter, text_encoder_folder):
+    make, expected = TEXT_ENCODER_CASES[case]
+    encoder = workdir / "inputs" / "encoder"
+    make(encoder, text_encoder_folder)
+    before = tree(workdir)
+    args = ["--checkpoint", workdir / "inputs" / "ckpt.pt", "--output_dir", workdir / "outputs" / "out"]
+    assert_refused(*converter(*args, "--text_encoder", encoder), *expected)
+    assert tree(workdir) == before
+
+
+@pytest.mark.parametrize("source", ["./no-such-encoder", "/no/such/encoder", "no/such/encoder"])
+def test_missing_text_encoder_folder_is_named_as_a_folder(source, workdir, converter):
+    before = tree(workdir)
+    args = ["--checkpoint", workdir / "inputs" / "ckpt.pt", "--output_dir", workdir / "outputs" / "out"]
+    message = assert_refused(*converter(*args, "--text_encoder", source), f"no text encoder folder at {source}")
+    assert "repo id" not in message.lower()
+    assert tree(workdir) == before
+
+
+# ================================================================= 3. the Hub upload, checked before converting
+
+
+def _offline(monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+
+
+def _online_without_token(monkeypatch, tmp_path=None):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", "/nonexistent/token")
+    monkeypatch.setattr("huggingface_hub.constants.HF_STORED_TOKENS_PATH", "/nonexistent/stored_tokens")
+    monkeypatch.setattr("huggingface_hub.utils._auth._get_token_from_google_colab", lambda: None)
+
+
+HUB_CASES = {
+    "offline": ("someone/mnist-ddim", _offline, ["offline", "HF_HUB_OFFLINE"]),
+    "no token": ("someone/mnist-ddim", _online_without_token, ["not logged in", "hf auth login", "huggingface-cli login", "HF_TOKEN"]),
+    "a malformed repo id": ("a/b/c", _offline, ["not a Hub repo id"]),
+}
+
+
+@pytest.mark.parametrize("case", HUB_CASES)
+def test_upload_that_cannot_work_is_refused_before_converting(case, workdir, converter, monkeypatch):
+    repo_id, environment, expected = HUB_CASES[case]
+    environment(monkeypatch)
+    monkeypatch.setattr("pipeline_mnist_ddim.pipeline_builder.build_pipeline", pytest.fail)
+    before = tree(workdir)
+    code, stderr = converter(*convert_args(workdir / "inputs" / "ckpt.pt", workdir / "outputs" / "out"),
+                             "--push_to_hub", repo_id)  # fmt: skip
+    assert_refused(code, stderr, *expected)
+    assert tree(workdir) == before
+
+
+def test_failed_upload_says_where_the_saved_folder_is(workdir, converter, monkeypatch):
+    import huggingface_hub
+
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("401 Unauthorized")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", refuse)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    output = workdir / "outputs" / "out"
+    code, stderr = converter(*convert_args(workdir / "inputs" / "ckpt.pt", output), "--push_to_hub", "someone/mnist-ddim")
+    assert_refused(code, stderr, "uploading to someone/mnist-ddim failed", "401 Unauthorized", str(output))
+    assert (output / "model_index.json").is_file()
+
+
+# ================================================================= 4. sample_ddim.py: everything checked before sampling
+
+
+@pytest.fixture
+def sampler(capsys, monkeypatch, tiny_pipeline, workdir):
+    """(exit code, stderr, pipelines loaded) of `scripts/sample_ddim.py`, sampling with the tiny pipeline."""
+    module = load_script("sample_ddim")
+    loaded = []
+
+    def load_tiny(settings):
+        loaded.append(settings)
+        return tiny_pipeline
+
+    monkeypatch.setattr("pipeline_mnist_ddim.sampling.load_pipeline", load_tiny)
+
+    def run(*argv):
+        args = ["--output_dir", workdir / "outputs" / "samples", "--num_samples", "2", "--num_inference_steps", "2"]
+        code = module.main([str(a) for a in [*args, *argv]])
+        return code, capsys.readouterr().err, loaded
+
+    return run
+
+
+SAMPLER_CASES = {
+    # id: (arguments, texts the message must hold, whether the pipeline may be loaded first)
+    "eta just above 1": (["--eta", "1.01"], ["--eta", "from 0", "to 1"], False),
+    "eta 2": (["--eta", "2"], ["--eta"], False),
+    "eta 1e6": (["--eta", "1e6"], ["--eta"], False),
+    "eta NaN": (["--eta", "nan"], ["--eta", "nan"], False),
+    "eta infinite": (["--eta", "inf"], ["--eta", "inf"], False),
+    "eta negative": (["--eta", "-0.1"], ["--eta"], False),
+    "guidance infinite": (["--guidance_scale", "inf"], ["--guidance_scale", "finite"], False),
+    "guidance NaN": (["--guidance_scale", "nan"], ["--guidance_scale"], False),
+    "guidance below 1": (["--guidance_scale", "0.5"], ["--guidance_scale"], False),
+    "no steps": (["--num_inference_steps", "0"], ["--num_inference_steps"], False),
+    "negative steps": (["--num_inference_steps", "-3"], ["--num_inference_steps"], False),
+    "no samples": (["--num_samples", "0"], ["--num_samples"], False),
+    "--text_encoder without --model_checkpoint": (["--text_encoder", "openai/clip-vit-large-patch14"],
+                                                  ["--text_encoder applies to --model_checkpoint only"], False),  # fmt: skip
+    "--ema without --model_checkpoint": (["--ema"], ["--ema applies to --model_checkpoint only"], False),
+    "both --pipeline and --model_checkpoint": (["--pipeline", "p", "--model_checkpoint", "c.pt"], ["either"], False),
+    "a bogus device": (["--device", "bogus"], ["--device 'bogus' is not a device"], False),
+    "the meta device": (["--device", "meta"], ["cpu, cuda or mps"], False),
+    "blank prompts": (["--prompts", "  "], ["--prompts is empty"], False),
+    "an output folder through a file": (["--output_dir", "notes.txt/samples"], ["notes.txt", "is a file"], False),
+    "more steps than the model was trained with": (["--num_inference_steps", "5000"], ["at most 1000"], True),
+    "a word the model never saw": (["--prompts", "7 eleven seven"], ["never saw: eleven;", "it knows 0, 1"], True),
+}
+
+
+@pytest.mark.parametrize("case", SAMPLER_CASES)
+def test_sampler_refuses_bad_settings_before_sampling_or_making_a_folder(case, sampler, workdir):
+    argv, expected, may_load = SAMPLER_CASES[case]
+    before = tree(workdir)
+    code, stderr, loaded = sampler(*argv)
+    message = assert_refused(code, stderr, *expected)
+    assert bool(loaded) == may_load  # what needs no model is checked before loading one
+    assert tree(workdir) == before  # no output folder, not even an empty one
+    if "eleven" in argv[-1]:
+        assert message.count("eleven") == 1
+
+
+def test_sampler_refuses_cuda_where_there_is_none(sampler, workdir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    before = tree(workdir)
+    code, stderr, loaded = sampler("--device", "cuda")
+    assert_refused(code, stderr, "--device cuda", "CUDA is not available")
+    assert loaded == [] and tree(workdir) == before
+
+
+def test_sampler_refuses_prompts_for_a_pipeline_without_text_encoder(sampler, workdir, monkeypatch, unconditional_pipeline):
+    monkeypatch.setattr("pipeline_mnist_ddim.sampling.load_pipeline", lambda settings: unconditional_pipeline)
+    before = tree(workdir)
+    assert_refused(*sampler("--prompts", "7")[:2], "no text encoder")
+    assert tree(workdir) == before
+
+
+def test_sampler_with_valid_settings_writes_its_four_files(sampler, workdir):
+    """Guards the cases above: the same set-up with good settings samples and writes."""
+    code, stderr, loaded = sampler("--prompts", "7 seven", "--eta", "1", "--guidance_scale", "2")
+    assert code == 0, stderr
+    written = sorted(p.name for p in (workdir / "outputs" / "samples").iterdir())
+    assert written == ["conditional_sample_prompts.txt", "conditional_samples.png", "settings.json", "unconditional_samples.png"]
+
+
+def test_sampler_on_a_full_disk_keeps_the_earlier_run(sampler, workdir, monkeypatch):
+    earlier = workdir / "outputs" / "samples"
+    earlier.mkdir()
+    for name in ("unconditional_samples.png", "conditional_samples.png", "settings.json"):
+        (earlier / name).write_text(f"earlier {name}")
+
+    def fill_the_disk(images, path, nrow=8):
+        Path(path).write_bytes(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr("pipeline_mnist_ddim.sampling.save_grid", fill_the_disk)
+    before = tree(workdir)
+    assert_refused(*sampler("--overwrite")[:2], "no space left on the device")
+    assert tree(workdir) == before
+
+
+TAMPERED_SCHEDULERS = {
+    "a v-prediction scheduler": (lambda c: {**c, "prediction_type": "v_prediction"}, ["prediction_type"]),
+    "invalid JSON": ("{not json", ["not a valid JSON file"]),
+    "NaN betas": (lambda c: {**c, "trained_betas": [float("nan")] * 1000}, ["noise levels are unusable"]),
+    "too few betas": (lambda c: {**c, "trained_betas": [0.01] * 10}, ["10 cumulative alphas for 1000 steps"]),
+    "a text step count": (lambda c: {**c, "num_train_timesteps": "many"}, ["could not be loaded as a pipeline"]),
+}
+
+
+@pytest.fixture(scope="module")
+def saved_unconditional_folder(tiny_unet, tmp_path_factory):
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
+    from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+
+    folder = tmp_path_factory.mktemp("saved") / "pipe"
+    MNistDDIMPipeline(unet=tiny_unet, scheduler=lesson_ddim_scheduler()).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("case", TAMPERED_SCHEDULERS)
+def test_sampler_refuses_a_tampered_scheduler_config(case, saved_unconditional_folder, workdir, capsys, monkeypatch):
+    monkeypatch.setenv("HF_MODULES_CACHE", str(workdir.parent / "hf_modules"))
+    edit, expected = TAMPERED_SCHEDULERS[case]
+    folder = workdir / "outputs" / "tampered"
+    shutil.copytree(saved_unconditional_folder, folder)
+    config_path = folder / "scheduler" / "scheduler_config.json"
+    config_path.write_text(edit if isinstance(edit, str) else json.dumps(edit(json.loads(config_path.read_text()))))
+    before = tree(workdir)
+    code = load_script("sample_ddim").main(["--pipeline", str(folder), "--output_dir", str(workdir / "outputs" / "samples"),
+                                            "--num_samples", "2", "--num_inference_steps", "2"])  # fmt: skip
+    assert_refused(code, capsys.readouterr().err, *expected)
+    assert tree(workdir) == before
+
+
+# ================================================================= 5. the other scripts
+
+
+def test_benchmark_refuses_a_bogus_device(capsys):
+    assert_refused(load_script("benchmark").main(["--device", "bogus"]), capsys.readouterr().err, "not a device")
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("evaluate", ["--quick"]),
+    ("interpolate", []),
+    ("train_lesson5e", ["--num_training_steps", "1"]),
+])  # fmt: skip
+def test_long_running_scripts_refuse_an_impossible_output_folder_before_working(script, argv, workdir, capsys):
+    before = tree(workdir)
+    code = load_script(script).main([*argv, "--output_dir", str(workdir / "inputs" / "notes.txt" / "out")])
+    assert_refused(code, capsys.readouterr().err, "notes.txt", "is a file")
+    assert tree(workdir) == before
