@@ -501,7 +501,7 @@ def build_demo(pipe, source: Optional[str] = None, limits: DemoLimits = DemoLimi
         return handlers.interpolate(mode, seed_a, seed_b, prompt_a, prompt_b, frames, steps, progress)
 
     words = " ".join(demo.accepted_words) if demo.accepted_words else "any text the text encoder takes"
-    with gr.Blocks(title="MNIST DDIM (diffusers)") as blocks:
+    with gr.Blocks(title="MNIST DDIM (diffusers)", analytics_enabled=False) as blocks:
         gr.Markdown(INTRO)
         with gr.Tab("Sample"):
             with gr.Row():

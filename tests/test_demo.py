@@ -343,3 +343,16 @@ def test_space_app_builds_the_demo_on_the_pipeline_it_is_given(saved_tiny_pipeli
     monkeypatch.setenv("MNIST_DDIM_PIPELINE", folder)
     app = load_script(REPO_ROOT / "spaces" / "app.py")
     assert isinstance(app.demo, gr.Blocks)
+
+
+def test_heun_counts_two_network_evaluations_per_step(demo):
+    request(demo, steps=50)
+    with pytest.raises(DemoInputError, match=r"4 images x 50 steps x 2 \(Heun\) = 400"):
+        request(demo, steps=50, scheduler="Heun")
+
+
+def test_script_defaults_are_the_documented_caps():
+    args = load_script(REPO_ROOT / "scripts" / "demo.py").parse_args([])
+    assert (args.host, args.port, args.share, args.device, args.dtype) == ("127.0.0.1", 7860, False, "auto", "float32")
+    assert (args.concurrency_limit, args.max_images, args.max_image_steps) == (1, 32, 2000)
+    assert DemoLimits() == DemoLimits(max_images=32, max_image_steps=2000, max_frames=16, concurrency=1, max_queue=16)
