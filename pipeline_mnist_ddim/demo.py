@@ -522,12 +522,16 @@ def build_demo(pipe, source: Optional[str] = None, limits: DemoLimits = DemoLimi
         with gr.Tab("Invert"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    sketch = gr.Sketchpad(label="Draw a digit (or upload one)", sources=("upload",), canvas_size=(280, 280), type="numpy", image_mode="RGBA")
+                    # White ink on black, as MNIST; any other drawing or upload is converted by `digit_from_image`.
+                    sketch = gr.Sketchpad(value=Image.new("RGB", (280, 280)), label="Draw a digit (or upload one)", sources=("upload",),
+                                          canvas_size=(280, 280), type="numpy", image_mode="RGBA", elem_id="sketchpad",
+                                          brush=gr.Brush(default_size=20, colors=["#ffffff"], default_color="#ffffff", color_mode="fixed"))  # fmt: skip
                     invert_prompt = gr.Textbox(label="Prompt (optional)", info="the digit drawn; empty: unconditional")
-                    invert_steps = gr.CheckboxGroup(list(INVERSION_STEPS), value=[10, 50, 200], label="Steps S")
+                    invert_steps = gr.CheckboxGroup(list(INVERSION_STEPS), value=[10, 50, 100], label="Steps S", elem_id="invert-steps")
                     invert_button = gr.Button("Invert and reconstruct", variant="primary")
                 with gr.Column(scale=2):
-                    invert_gallery = gr.Gallery(label="Latent x_T and reconstruction per S", columns=2, format="png", object_fit="contain")
+                    invert_gallery = gr.Gallery(label="Latent x_T and reconstruction per S", columns=2, format="png", object_fit="contain",
+                                                elem_id="invert-gallery")  # fmt: skip
                     invert_table = gr.Markdown()
             invert_button.click(invert, [sketch, invert_prompt, invert_steps], [invert_gallery, invert_table], **events)
         with gr.Tab("Interpolate"):

@@ -116,5 +116,28 @@ def test_unknown_word_shows_the_error_message_in_the_page(browser_page):
     expect(page.get_by_text("Traceback")).to_have_count(0)
 
 
+def test_drawn_digit_is_inverted_and_reconstructed(browser_page):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    page.get_by_role("tab", name="Invert").click()
+    page.get_by_role("button", name="Brush").click()
+    canvas = page.locator("#sketchpad canvas").first.bounding_box()
+    x, top, height = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] * 0.2, canvas["height"] * 0.6
+    page.mouse.move(x, top)
+    page.mouse.down()
+    for i in range(1, 11):  # a "1", top to bottom
+        page.mouse.move(x, top + height * i / 10)
+    page.mouse.up()
+    for s in ("50", "100"):  # keep S = 10 only
+        page.locator("#invert-steps").get_by_label(s, exact=True).uncheck()
+    page.get_by_role("button", name="Invert and reconstruct").click()
+    captions = page.locator("#invert-gallery .caption-label")
+    expect(captions).to_have_count(3, timeout=TIMEOUT_MS)
+    texts = captions.all_inner_texts()
+    assert texts[:2] == ["input (32x32, as MNIST)", "S=10: latent x_T"] and texts[2].startswith("S=10: reconstruction, MSE 0.")
+    page.get_by_role("tab", name="Sample").click()
+
+
 def test_page_loads_nothing_from_other_hosts(browser_page):
     assert browser_page.external_requests == []
