@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from . import DEFAULT_PIPELINE_DIR
-from .interpolation import seeded_latent, slerp_path
+from .interpolation import interpolate_latents, interpolate_prompts, seeded_latent
 
 # Display size of the 32x32 digits (nearest neighbour: the pixels stay visible).
 DISPLAY_SIZE = 128
@@ -390,20 +390,19 @@ class MNistDemo:
         return dict(mode=mode, seed_a=seed_a, seed_b=seed_b, prompt_a=prompt_a, prompt_b=prompt_b,
                     num_frames=num_frames, num_inference_steps=steps)  # fmt: skip
 
-    def interpolate(self, request: Dict, on_step: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
-        """Deterministic DDIM (eta = 0) decodes along the slerp: (num_frames, C, H, W) in [0, 1]."""
+    def interpolate(self, request: Dict) -> torch.Tensor:
+        """Deterministic DDIM (eta = 0) decodes along the slerp: (num_frames, C, H, W) in [0, 1].
+
+        Through `interpolation.py`'s helpers (those of `scripts/interpolate.py`); their progress bar is
+        the pipeline's, which the page follows (``track_tqdm``).
+        """
         pipe = self.with_scheduler("DDIM")
+        pipe.set_progress_bar_config(disable=False, desc="interpolating", leave=False)
         frames, steps = request["num_frames"], request["num_inference_steps"]
         latent_a = seeded_latent(pipe, request["seed_a"])
         if request["mode"] == "seeds":
-            latents = slerp_path(latent_a, seeded_latent(pipe, request["seed_b"]), frames)
-            inputs = dict(prompt=[request["prompt_a"]] * frames) if request["prompt_a"] else dict(batch_size=frames)
-        else:
-            device = pipe._execution_device
-            embeds = slerp_path(pipe.encode_prompt(request["prompt_a"], device), pipe.encode_prompt(request["prompt_b"], device), frames)
-            latents, inputs = latent_a.repeat(frames, 1, 1, 1), dict(prompt_embeds=embeds)
-        return pipe(**inputs, latents=latents, num_inference_steps=steps, eta=0.0, output_type="pt",
-                    callback_on_step_end=self.step_callback(on_step)).images.float().cpu()  # fmt: skip
+            return interpolate_latents(pipe, latent_a, seeded_latent(pipe, request["seed_b"]), frames, steps, request["prompt_a"])
+        return interpolate_prompts(pipe, request["prompt_a"], request["prompt_b"], latent_a, frames, steps)
 
 
 def strip(images: torch.Tensor, size: int = DISPLAY_SIZE) -> Image.Image:
@@ -477,7 +476,7 @@ class GradioHandlers:
         """-> the strip, one PIL image"""
         try:
             request = self.demo.interpolation_request(mode, seed_a, seed_b, prompt_a, prompt_b, frames, steps)
-            images = self.demo.interpolate(request, self.reporter(progress))
+            images = self.demo.interpolate(request)
         except ValueError as err:
             raise self.error(err) from err
         return strip(images)
@@ -497,7 +496,7 @@ def build_demo(pipe, source: Optional[str] = None, limits: DemoLimits = DemoLimi
     def invert(image, prompt_text, steps, progress=gr.Progress()):
         return handlers.invert(image, prompt_text, steps, progress)
 
-    def interpolate(mode, seed_a, seed_b, prompt_a, prompt_b, frames, steps, progress=gr.Progress()):
+    def interpolate(mode, seed_a, seed_b, prompt_a, prompt_b, frames, steps, progress=gr.Progress(track_tqdm=True)):
         return handlers.interpolate(mode, seed_a, seed_b, prompt_a, prompt_b, frames, steps, progress)
 
     words = " ".join(demo.accepted_words) if demo.accepted_words else "any text the text encoder takes"
