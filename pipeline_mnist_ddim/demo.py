@@ -31,6 +31,7 @@ from .interpolation import interpolate_latents, interpolate_prompts, seeded_late
 DISPLAY_SIZE = 128
 MAX_STEPS = 1000
 MAX_SEED = 2**63 - 1
+MAX_GUIDANCE = 10.0
 QUEUE_ID = "pipeline"
 
 # Label shown in the page -> diffusers scheduler class, each made with `from_config(pipe.scheduler.config)`
@@ -93,16 +94,33 @@ def parse_single_prompt(text: Optional[str], accepted_words: Optional[Sequence[s
     return prompts[0] if prompts else None
 
 
+def whole_number(value, name: str, low: int, high: int) -> int:
+    """``value`` as an int in [low, high] (Gradio gives floats, or None for a cleared box)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number) or number != int(number) or not low <= number <= high:
+        raise DemoInputError(f"{name} must be a whole number from {low} to {high}, not {value}")
+    return int(number)
+
+
+def real_number(value, name: str, low: float, high: float, meaning: str = "") -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number) or not low <= number <= high:
+        raise DemoInputError(f"{name} must be a number from {low:g} to {high:g}{meaning}, not {value}")
+    return number
+
+
 def check_seed(seed, name: str = "seed") -> int:
-    if seed is None or float(seed) != int(seed) or not 0 <= int(seed) <= MAX_SEED:
-        raise DemoInputError(f"{name} must be a whole number from 0 to {MAX_SEED}, not {seed}")
-    return int(seed)
+    return whole_number(seed, name, 0, MAX_SEED)
 
 
 def check_steps(steps, name: str = "steps") -> int:
-    if steps is None or float(steps) != int(steps) or not 1 <= int(steps) <= MAX_STEPS:
-        raise DemoInputError(f"{name} must be a whole number from 1 to {MAX_STEPS}, not {steps}")
-    return int(steps)
+    return whole_number(steps, name, 1, MAX_STEPS)
 
 
 def check_cost(limits: DemoLimits, images: int, steps: int, factor: int = 1, what: str = "") -> None:
@@ -273,14 +291,10 @@ class MNistDemo:
                        negative_prompt_text, seed, scheduler) -> SampleRequest:  # fmt: skip
         """Checks the Sample tab's inputs; raises `DemoInputError` with what to change."""
         prompts = self.prompts(prompt_text)
-        if images_per_prompt is None or float(images_per_prompt) != int(images_per_prompt) or int(images_per_prompt) < 1:
-            raise DemoInputError(f"images per prompt must be a whole number of at least 1, not {images_per_prompt}")
+        images_per_prompt = whole_number(images_per_prompt, "images per prompt", 1, self.limits.max_images)
         steps = check_steps(num_inference_steps)
-        eta, guidance_scale = float(eta), float(guidance_scale)
-        if not np.isfinite(eta) or not 0 <= eta <= 1:
-            raise DemoInputError(f"eta must be from 0 (deterministic DDIM) to 1 (DDPM-like), not {eta}")
-        if not np.isfinite(guidance_scale) or guidance_scale < 1:
-            raise DemoInputError(f"guidance scale must be a number of at least 1 (1: no guidance), not {guidance_scale}")
+        eta = real_number(eta, "eta", 0, 1, " (0: deterministic DDIM, 1: DDPM-like)")
+        guidance_scale = real_number(guidance_scale, "guidance scale", 1, MAX_GUIDANCE, " (1: no guidance)")
         negative = parse_single_prompt(negative_prompt_text, self.accepted_words, "the negative prompt")
         if negative is not None and (guidance_scale <= 1 or not prompts):
             raise DemoInputError("a negative prompt acts through guidance: give a prompt and a guidance scale above 1")
@@ -288,7 +302,7 @@ class MNistDemo:
             raise DemoInputError("guidance needs a prompt: type a digit, or set the guidance scale to 1")
         if scheduler not in SCHEDULERS:
             raise DemoInputError(f"unknown scheduler {scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
-        request = SampleRequest(prompts, int(images_per_prompt), steps, eta, guidance_scale, negative, check_seed(seed), scheduler)
+        request = SampleRequest(prompts, images_per_prompt, steps, eta, guidance_scale, negative, check_seed(seed), scheduler)
         if request.num_images > self.limits.max_images:
             raise DemoInputError(
                 f"{request.num_images} images is over this demo's limit of {self.limits.max_images} per request: "
@@ -315,8 +329,8 @@ class MNistDemo:
         if self.source is None:
             lines.append("from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR  # the folder shipped in the package")
             source = "DEFAULT_PIPELINE_DIR"
-        else:
-            source = repr(self.source)
+        else:  # a local folder by absolute path, so the code runs from anywhere
+            source = repr(os.path.abspath(self.source) if os.path.isdir(self.source) else self.source)
         dtype = self.pipe.unet.dtype
         dtype_arg = "" if dtype == torch.float32 else f", torch_dtype={dtype}"
         lines += ["", f"pipe = DiffusionPipeline.from_pretrained({source}, trust_remote_code=True{dtype_arg})"]
@@ -375,9 +389,8 @@ class MNistDemo:
     def interpolation_request(self, mode, seed_a, seed_b, prompt_a_text, prompt_b_text, num_frames, num_inference_steps):
         if mode not in ("seeds", "prompts"):
             raise DemoInputError(f"interpolate between 'seeds' or 'prompts', not {mode!r}")
-        if num_frames is None or float(num_frames) != int(num_frames) or not 2 <= int(num_frames) <= self.limits.max_frames:
-            raise DemoInputError(f"frames must be a whole number from 2 to {self.limits.max_frames}, not {num_frames}")
-        num_frames, steps = int(num_frames), check_steps(num_inference_steps)
+        num_frames = whole_number(num_frames, "frames", 2, self.limits.max_frames)
+        steps = check_steps(num_inference_steps)
         seed_a = check_seed(seed_a, "seed A")
         seed_b = check_seed(seed_b, "seed B") if mode == "seeds" else None
         prompt_a = parse_single_prompt(prompt_a_text, self.accepted_words, "prompt A")
@@ -509,7 +522,7 @@ def build_demo(pipe, source: Optional[str] = None, limits: DemoLimits = DemoLimi
                     per_prompt = gr.Slider(1, limits.max_images, value=2, step=1, label="Images per prompt", elem_id="images-per-prompt")
                     steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="Steps S", elem_id="steps")
                     eta = gr.Slider(0, 1, value=0, step=0.05, label="eta (DDIM: 0 deterministic, 1 DDPM-like)")
-                    guidance = gr.Slider(1, 10, value=1, step=0.5, label="Guidance scale (1: none)")
+                    guidance = gr.Slider(1, MAX_GUIDANCE, value=1, step=0.5, label="Guidance scale (1: none)")
                     negative = gr.Textbox(label="Negative prompt", info="with guidance above 1: a digit to steer away from")
                     seed = gr.Number(value=42, precision=0, label="Seed", minimum=0)
                     scheduler = gr.Dropdown(list(SCHEDULERS), value="DDIM", label="Scheduler")

@@ -128,11 +128,14 @@ def test_guidance_doubles_the_counted_work(demo):
     [
         (dict(steps=0), "steps must be a whole number from 1 to 1000"),
         (dict(steps=1001), "steps must be a whole number from 1 to 1000"),
-        (dict(eta=1.5), r"eta must be from 0 \(deterministic DDIM\) to 1"),
-        (dict(eta=float("nan")), "eta must be"),
-        (dict(guidance=0.5), "guidance scale must be a number of at least 1"),
+        (dict(steps=2.5), "steps must be a whole number from 1 to 1000, not 2.5"),
+        (dict(eta=1.5), r"eta must be a number from 0 to 1 \(0: deterministic DDIM, 1: DDPM-like\), not 1.5"),
+        (dict(eta=float("nan")), "eta must be a number from 0 to 1"),
+        (dict(guidance=0.5), r"guidance scale must be a number from 1 to 10 \(1: no guidance\), not 0.5"),
         (dict(seed=-1), "seed must be a whole number from 0"),
-        (dict(per_prompt=0), "images per prompt must be a whole number of at least 1"),
+        (dict(seed=None), "seed must be a whole number from 0 .*, not None"),
+        (dict(seed=float("nan")), "seed must be a whole number from 0"),
+        (dict(per_prompt=0), "images per prompt must be a whole number from 1 to 8, not 0"),
         (dict(scheduler="LMS"), "unknown scheduler 'LMS'"),
     ],
 )
