@@ -512,13 +512,16 @@ def build_demo(pipe, source: Optional[str] = None, limits: DemoLimits = DemoLimi
     def interpolate(mode, seed_a, seed_b, prompt_a, prompt_b, frames, steps, progress=gr.Progress(track_tqdm=True)):
         return handlers.interpolate(mode, seed_a, seed_b, prompt_a, prompt_b, frames, steps, progress)
 
-    words = " ".join(demo.accepted_words) if demo.accepted_words else "any text the text encoder takes"
+    if pipe.text_encoder is None:
+        words = "none: this pipeline has no text encoder, leave it empty"
+    else:
+        words = " ".join(demo.accepted_words) if demo.accepted_words else "any the text encoder takes"
     with gr.Blocks(title="MNIST DDIM (diffusers)", analytics_enabled=False) as blocks:
         gr.Markdown(INTRO)
         with gr.Tab("Sample"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    prompt = gr.Textbox(value="7 seven 3", label="Prompts", info=f"one image set per word; words: {words}", elem_id="prompt")
+                    prompt = gr.Textbox(value="7 seven 3" if pipe.text_encoder is not None else "", label="Prompts", info=f"one image set per word; words: {words}", elem_id="prompt")
                     per_prompt = gr.Slider(1, limits.max_images, value=2, step=1, label="Images per prompt", elem_id="images-per-prompt")
                     steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="Steps S", elem_id="steps")
                     eta = gr.Slider(0, 1, value=0, step=0.05, label="eta (DDIM: 0 deterministic, 1 DDPM-like)")

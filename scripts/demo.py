@@ -33,6 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests to itself
     args = parse_args(argv)
     for name in ("port", "concurrency_limit", "max_images", "max_image_steps"):
         if getattr(args, name) < 1:

@@ -317,6 +317,7 @@ def test_app_queues_every_event_on_one_limited_queue(tiny_pipeline):
     assert len(functions) == 3
     assert {(fn.concurrency_id, fn.concurrency_limit) for fn in functions} == {("pipeline", 1)}
     assert any(getattr(button, "value", None) == "Generate" for button in blocks.blocks.values())
+    assert blocks.analytics_enabled is False
 
 
 def load_script(path):
@@ -359,3 +360,12 @@ def test_script_defaults_are_the_documented_caps():
     assert (args.host, args.port, args.share, args.device, args.dtype) == ("127.0.0.1", 7860, False, "auto", "float32")
     assert (args.concurrency_limit, args.max_images, args.max_image_steps) == (1, 32, 2000)
     assert DemoLimits() == DemoLimits(max_images=32, max_image_steps=2000, max_frames=16, concurrency=1, max_queue=16)
+
+
+def test_pipeline_without_text_encoder_samples_unconditionally_only(unconditional_pipeline):
+    demo = MNistDemo(unconditional_pipeline)
+    assert request(demo, prompt="", per_prompt=2).num_images == 2
+    with pytest.raises(DemoInputError, match="this pipeline has no text encoder"):
+        request(demo, prompt="7")
+    blocks = build_demo(unconditional_pipeline)
+    assert [b.value for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "prompt"] == [""]
