@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import DEFAULT_PIPELINE_DIR
 from .interpolation import interpolate_latents, interpolate_prompts, seeded_latent
 
 # Display size of the 32x32 digits (nearest neighbour: the pixels stay visible).
@@ -141,7 +140,7 @@ def to_display(images, size: int = DISPLAY_SIZE) -> List[Image.Image]:
     """Images ((N, C, H, W) in [0, 1], or PIL) -> grey PIL images enlarged to ``size`` with nearest neighbour."""
     if isinstance(images, torch.Tensor):
         arrays = (images.detach().float().clamp(0, 1).cpu() * 255).round().byte()
-        images = [Image.fromarray(a[0].numpy(), mode="L") for a in arrays]
+        images = [Image.fromarray(a[0].numpy()) for a in arrays]
     return [image.convert("L").resize((size, size), Image.NEAREST) for image in images]
 
 
@@ -183,7 +182,7 @@ def digit_from_image(image) -> torch.Tensor:
     ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     scale = 20 / max(ink.shape)
     height, width = max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale))
-    box = np.asarray(Image.fromarray(ink.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR))
+    box = np.asarray(Image.fromarray(ink.astype(np.float32)).resize((width, height), Image.BILINEAR))
     box = box.clip(0, 1)
     total = box.sum()
     centre_y = (box.sum(axis=1) * np.arange(height)).sum() / total
@@ -373,7 +372,8 @@ class MNistDemo:
 
         results = []
         for s in steps:
-            pipe.set_progress_bar_config(disable=True)
+            if on_step is not None:  # pipe.invert takes no callback: report the count before it
+                on_step(done, total)
             latent = pipe.invert(digit, prompt=prompt, num_inference_steps=s)
             done += s
             call = dict(prompt=prompt) if prompt is not None else dict(batch_size=1)
