@@ -40,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--text_encoder", default=LESSON_TEXT_ENCODER,
                         help=f"Hub id or folder of a CLIP text model + tokenizer, or 'none' (default: {LESSON_TEXT_ENCODER})")  # fmt: skip
     parser.add_argument("--compact_text_encoder", action="store_true",
-                        help="store only the text encoder's outputs for the lesson's 20 prompts (~5 MB, exact)")  # fmt: skip
+                        help="keep only the encoder's outputs for the lesson's 20 prompts (~5 MB, exact)")  # fmt: skip
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the saved weights")
     parser.add_argument("--ema", action="store_true", help="convert 'ema_state_dict' (our training script's EMA)")
     parser.add_argument("--push_to_hub", metavar="REPO_ID", help="upload the folder to this Hub repo")

@@ -101,7 +101,8 @@ def lesson_ids(tokenizer, prompts):
 
 def test_derived_vocabulary_has_clip_vit_l14s_size_and_special_tokens(clip_tokenizer):
     assert len(clip_tokenizer) == 49408
-    assert (clip_tokenizer.bos_token_id, clip_tokenizer.eos_token_id, clip_tokenizer.pad_token_id) == (49406, 49407, 49407)
+    special_ids = (clip_tokenizer.bos_token_id, clip_tokenizer.eos_token_id, clip_tokenizer.pad_token_id)
+    assert special_ids == (49406, 49407, 49407)
 
 
 def test_lesson_prompts_get_the_ids_of_clips_own_encoding(clip_tokenizer, simple_tokenizer):
@@ -155,7 +156,8 @@ def clip_width_encoder_folder(clip_tokenizer, tmp_path_factory):
 def full_size_folders(clip_width_encoder_folder, tmp_path_factory):
     """A full-size checkpoint (base 128, context 768) converted with that encoder, in full and compact."""
     work = tmp_path_factory.mktemp("full_size_chain")
-    checkpoint = save_lesson_checkpoint(perturbed_reference(128, 768, seed=5), work / "gaussian_diffusion_ddpm-10000.pt")
+    reference = perturbed_reference(base_channels=128, context_dim=768, seed=5)
+    checkpoint = save_lesson_checkpoint(reference, work / "gaussian_diffusion_ddpm-10000.pt")
     script = load_convert_script()
     encoder = ["--text_encoder", str(clip_width_encoder_folder)]
     full = run_converter(script, checkpoint, work / "full", *encoder)
@@ -169,6 +171,7 @@ def test_full_size_chain_with_the_clip_tokenizer_samples_the_prompts_without_the
     full_images, full_report = sample_in_fresh_process(full, work)
     assert full_images.shape == (20, 32, 32, 1) and np.isfinite(full_images).all()
     assert full_report["text_encoder"].startswith("transformers")
+    assert full_report["refusal"] is None  # CLIP embeds "eleven" silently, into a context the model never saw
     assert json.loads((full / "model_index.json").read_text())["text_encoder"] == ["transformers", "CLIPTextModel"]
     compact_images, compact_report = sample_in_fresh_process(compact, work)
     assert np.array_equal(compact_images, full_images)

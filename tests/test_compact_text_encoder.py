@@ -36,10 +36,12 @@ prompts = settings["prompts"]
 latents = torch.randn(len(prompts), 1, 32, 32, generator=torch.Generator().manual_seed(settings["seed"]))
 images = pipe(prompt=prompts, latents=latents, num_inference_steps=settings["steps"], output_type="np").images
 np.save(images_path, images)
+report = {"refusal": None, "text_encoder": type(pipe.text_encoder).__module__}
 try:
     pipe(prompt="eleven", num_inference_steps=1)
 except ValueError as err:
-    print(json.dumps({"refusal": str(err), "text_encoder": type(pipe.text_encoder).__module__}))
+    report["refusal"] = str(err)
+print(json.dumps(report))
 """
 
 

@@ -125,7 +125,7 @@ def test_narrower_network_with_other_context_dim_converts_and_matches_reference(
 
 @pytest.mark.parametrize("base_channels", [32, 128])
 def test_timestep_sinusoid_is_the_lessons_bit_for_bit(base_channels):
-    """The lesson divides ln(10000) by half - 1 before multiplying; diffusers' Timesteps after (3e-5 apart at t ~ 999)."""
+    """The lesson divides ln(10000) by half - 1 before multiplying, diffusers' Timesteps after: 3e-5 apart at t ~ 999."""
     with torch.device("meta"):  # the sinusoid has no weights
         unet = MNistUNet2DConditionModel(base_channels=base_channels, cross_attention_dim=32)
     lesson = SinusoidalEmbedding(base_channels)
