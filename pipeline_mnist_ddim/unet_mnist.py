@@ -39,7 +39,7 @@ class LessonTimestepSinusoid(nn.Module):
 
     diffusers' ``Timesteps`` multiplies ``-ln(10000) * i`` first and divides by ``half - 1``
     after; the lesson divides first. In float32 the frequencies then differ in the last bit,
-    which t ~ 999 turns into phase errors of up to 3e-5 (3.4e-5 in the network's output).
+    which t ~ 999 turns into embedding errors of up to 3.1e-5. This module is bit-exact.
     """
 
     def __init__(self, num_channels: int):
