@@ -2,7 +2,7 @@
 
     python convert_checkpoint.py --checkpoint gaussian_diffusion_ddpm-10000.pt --output_dir mnist-ddim \
         [--text_encoder openai/clip-vit-large-patch14 | LOCAL_DIR | none] [--dtype float32|float16|bfloat16] \
-        [--ema] [--push_to_hub REPO_ID] [--overwrite]
+        [--compact_text_encoder] [--ema] [--push_to_hub REPO_ID] [--overwrite]
 
 The folder loads anywhere with
 ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``.
@@ -26,6 +26,11 @@ from pipeline_mnist_ddim.pipeline_folder import (
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 logger = logging.getLogger("convert_checkpoint")
+COMPACT_NOTE = (
+    "The text encoder is compact (`--compact_text_encoder`): a table of the named encoder's "
+    "`last_hidden_state` for the lesson's 20 prompts (`zero`..`nine`, `0`..`9`; case and surrounding "
+    "spaces ignored), exactly what the full encoder gives them; other prompts are refused.\n\n"
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--text_encoder", default=LESSON_TEXT_ENCODER,
                         help=f"Hub id or folder of a CLIP text model + tokenizer, or 'none' (default: {LESSON_TEXT_ENCODER})")  # fmt: skip
+    parser.add_argument("--compact_text_encoder", action="store_true",
+                        help="keep only the encoder's outputs for the lesson's 20 prompts (~5 MB, exact)")  # fmt: skip
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the saved weights")
     parser.add_argument("--ema", action="store_true", help="convert 'ema_state_dict' (our training script's EMA)")
     parser.add_argument("--push_to_hub", metavar="REPO_ID", help="upload the folder to this Hub repo")
@@ -48,9 +55,13 @@ def convert(args: argparse.Namespace) -> str:
     check_output_dir(args.output_dir, args.overwrite, keep=inputs)  # fail before the slow part
     if args.push_to_hub:
         check_hub_upload(args.push_to_hub)
-    pipe, meta = build_pipeline(args.checkpoint, args.text_encoder, DTYPES[args.dtype], use_ema=args.ema)
+    pipe, meta = build_pipeline(args.checkpoint, args.text_encoder, DTYPES[args.dtype], use_ema=args.ema,
+                                compact_text_encoder=args.compact_text_encoder)  # fmt: skip
+    details = args.model_card_details
+    if args.compact_text_encoder:
+        details = COMPACT_NOTE + details
     card = model_card(pipe, args.checkpoint, meta, args.text_encoder, repo=args.push_to_hub or args.output_dir,
-                      details=args.model_card_details)  # fmt: skip
+                      details=details)  # fmt: skip
     folder = save_pipeline_folder(pipe, args.output_dir, card, overwrite=args.overwrite, keep=inputs)
     logger.info("wrote %s", folder)
     if args.push_to_hub:

@@ -102,7 +102,11 @@ class MNistDDIMPipeline(DiffusionPipeline):
         index_path = os.path.join(save_directory, "model_index.json")
         with open(index_path) as f:
             index = json.load(f)
-        for name, obj, target_dir in (("_class_name", self, save_directory), ("unet", self.unet, os.path.join(save_directory, "unet"))):
+        custom = [("_class_name", self, save_directory)] + [  # the UNet, and any other component not from a library
+            (name, obj, os.path.join(save_directory, name)) for name, obj in self.components.items()
+            if obj is not None and type(obj).__module__.split(".")[0] not in ("diffusers", "transformers")
+        ]  # fmt: skip
+        for name, obj, target_dir in custom:
             source = inspect.getsourcefile(type(obj))
             module = os.path.splitext(os.path.basename(source))[0]
             shutil.copyfile(source, os.path.join(target_dir, module + ".py"))

@@ -31,6 +31,7 @@ class SampleSettings:
     pipeline: Optional[str] = None  # a folder or Hub id; None = the embedded default
     model_checkpoint: Optional[str] = None  # a Lesson 5e checkpoint, converted in memory
     text_encoder: Optional[str] = None  # for --model_checkpoint prompts
+    compact_text_encoder: bool = False  # with --model_checkpoint: the encoder's table for the 20 prompts
     ema: bool = False
     output_dir: str = "output"
     overwrite: bool = False
@@ -138,7 +139,8 @@ def load_pipeline(settings: SampleSettings):
     if settings.model_checkpoint:
         from .pipeline_builder import build_pipeline
 
-        pipe, _ = build_pipeline(settings.model_checkpoint, settings.text_encoder, dtype, use_ema=settings.ema)
+        pipe, _ = build_pipeline(settings.model_checkpoint, settings.text_encoder, dtype, use_ema=settings.ema,
+                                 compact_text_encoder=settings.compact_text_encoder)  # fmt: skip
         return pipe
     return load_pipeline_folder(settings.pipeline, dtype)
 

@@ -23,6 +23,8 @@ def parse_args(argv=None) -> SampleSettings:
     parser.add_argument("--pipeline", help="a converted pipeline folder or Hub id (default: the embedded one)")
     parser.add_argument("--model_checkpoint", help="a Lesson 5e checkpoint, converted in memory")
     parser.add_argument("--text_encoder", help="with --model_checkpoint: Hub id or folder of its text encoder")
+    parser.add_argument("--compact_text_encoder", action="store_true",
+                        help="with --model_checkpoint: keep only the encoder's outputs for the 20 prompts")  # fmt: skip
     parser.add_argument("--ema", action="store_true", help="with --model_checkpoint: use its EMA weights")
     parser.add_argument("--output_dir", default=defaults.output_dir)
     parser.add_argument("--overwrite", action="store_true", help="replace earlier outputs in --output_dir")

@@ -14,7 +14,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import TINY_CONTEXT, seeded_latents
+from conftest import TINY_CONTEXT, convert, perturbed_reference, seeded_latents
 
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 from pipeline_mnist_ddim.lesson import lesson_betas
@@ -29,15 +29,18 @@ SHAPE = (2, 1, 32, 32)
 PROMPTS = ["seven", "3"]
 
 
+def wrap_as_denoisers(reference, unet):
+    """Both networks predict x_t + 0.05 * network(...) until the returned hooks are removed."""
+    return [
+        reference.register_forward_hook(lambda module, args, out: args[0] + NETWORK_WEIGHT * out),
+        unet.register_forward_hook(lambda module, args, out: type(out)(sample=args[0] + NETWORK_WEIGHT * out.sample)),
+    ]
+
+
 @pytest.fixture
 def denoisers(tiny_reference, tiny_unet):
-    """The shared tiny networks, both predicting x_t + 0.05 * network(...) for the test's duration."""
-    handles = [
-        tiny_reference.register_forward_hook(lambda module, args, out: args[0] + NETWORK_WEIGHT * out),
-        tiny_unet.register_forward_hook(
-            lambda module, args, out: type(out)(sample=args[0] + NETWORK_WEIGHT * out.sample)
-        ),
-    ]
+    """The shared tiny networks, wrapped as denoisers for the test's duration."""
+    handles = wrap_as_denoisers(tiny_reference, tiny_unet)
     yield tiny_reference, tiny_unet
     for handle in handles:
         handle.remove()
@@ -101,6 +104,20 @@ def test_conditional_ddim_matches_lesson6(tiny_pipeline, denoisers, tiny_text_en
     x_t = seeded_latents(2, seed=12)
     images = tiny_pipeline(prompt=PROMPTS, latents=x_t, num_inference_steps=50, output_type="pt").images
     expected = ddim_sample(reference, x_t, lesson_context(*tiny_text_encoder, PROMPTS), num_inference_steps=50)
+    assert_images_match(images, expected)
+
+
+@pytest.mark.slow
+def test_full_size_50_step_ddim_matches_lesson6():
+    """Base width 128, context 768 (the course's network), perturbed weights (a 2-image run measured 5e-7)."""
+    reference = perturbed_reference(base_channels=128, context_dim=768, seed=5)
+    unet = convert(reference)
+    wrap_as_denoisers(reference, unet)  # both are local to this test
+    pipe = MNistDDIMPipeline(unet=unet, scheduler=lesson_ddim_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    x_t = seeded_latents(1, seed=17)
+    images = pipe(latents=x_t, num_inference_steps=50, output_type="pt").images
+    expected = ddim_sample(reference, x_t, torch.zeros(1, 768), num_inference_steps=50)
     assert_images_match(images, expected)
 
 

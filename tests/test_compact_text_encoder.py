@@ -1,0 +1,183 @@
+"""`--compact_text_encoder`: the text encoder's outputs for the lesson's 20 prompts, exact, small and strict.
+
+Both folders (full encoder, compact encoder) are loaded in fresh processes in which this
+package cannot be imported, as in test_round_trip.py: the compact components must carry
+their own code.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_CONTEXT, load_convert_script, perturbed_reference, save_lesson_checkpoint
+from test_round_trip import LOAD_AND_SAMPLE, run_converter
+
+import pipeline_mnist_ddim.compact_text_encoder as compact_module
+from pipeline_mnist_ddim.compaction import LESSON_PROMPTS, compact_text_encoder
+from pipeline_mnist_ddim.text_encoder import build_text_encoder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SEED, STEPS = 31, 2
+SIZE_LIMIT = 5_000_000  # bytes: text_encoder/ + tokenizer/ of a compact folder at CLIP's width
+HIDE_AND_LOAD = LOAD_AND_SAMPLE.split("folder, images_path")[0]  # the import hook and imports only
+
+# Runs in the subprocess: load FOLDER without this package, sample the 20 prompts from fixed latents.
+SAMPLE_PROMPTS = HIDE_AND_LOAD + r"""
+folder, images_path, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+pipe.set_progress_bar_config(disable=True)
+prompts = settings["prompts"]
+latents = torch.randn(len(prompts), 1, 32, 32, generator=torch.Generator().manual_seed(settings["seed"]))
+images = pipe(prompt=prompts, latents=latents, num_inference_steps=settings["steps"], output_type="np").images
+np.save(images_path, images)
+report = {"refusal": None, "text_encoder": type(pipe.text_encoder).__module__}
+try:
+    pipe(prompt="eleven", num_inference_steps=1)
+except ValueError as err:
+    report["refusal"] = str(err)
+print(json.dumps(report))
+"""
+
+
+def sample_in_fresh_process(folder: Path, work: Path, prompts=LESSON_PROMPTS):
+    images_path = work / f"images-{folder.name}.npy"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(work / f"hf_modules-{folder.name}"),
+               OMP_NUM_THREADS="1")  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", SAMPLE_PROMPTS, str(folder), str(images_path),
+         json.dumps(dict(prompts=list(prompts), steps=STEPS, seed=SEED))],
+        cwd=work, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(images_path), json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@pytest.fixture(scope="module")
+def folders(lesson_checkpoint, text_encoder_folder, tmp_path_factory):
+    """The tiny checkpoint converted twice with the same text encoder: in full, and compact."""
+    out = tmp_path_factory.mktemp("compact")
+    script = load_convert_script()
+    full = run_converter(script, lesson_checkpoint, out / "full", "--text_encoder", str(text_encoder_folder))
+    compact = run_converter(script, lesson_checkpoint, out / "compact", "--text_encoder", str(text_encoder_folder),
+                            "--compact_text_encoder")  # fmt: skip
+    return full, compact, out
+
+
+@pytest.fixture(scope="module")
+def sampled(folders):
+    full, compact, work = folders
+    return sample_in_fresh_process(full, work), sample_in_fresh_process(compact, work)
+
+
+# ---------------------------------------------------------------- exactness
+
+
+def test_compact_folder_samples_the_20_prompts_exactly_as_the_full_encoder(sampled):
+    (full_images, _), (compact_images, _) = sampled
+    assert full_images.shape == (20, 32, 32, 1)
+    assert np.array_equal(compact_images, full_images)  # identical, not merely close
+
+
+def test_compact_table_holds_the_full_encoders_contexts_bit_for_bit(tiny_text_encoder):
+    text_encoder, tokenizer = tiny_text_encoder
+    compact, compact_tokenizer = compact_text_encoder(text_encoder, tokenizer)
+    for prompt in LESSON_PROMPTS:
+        pad = dict(padding="max_length", truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            expected = text_encoder(tokenizer(prompt, max_length=tokenizer.model_max_length, **pad).input_ids)
+            actual = compact(compact_tokenizer(prompt, max_length=compact_tokenizer.model_max_length, **pad).input_ids)
+        assert torch.equal(actual.last_hidden_state, expected.last_hidden_state), prompt
+        assert torch.equal(actual[0], expected[0])
+
+
+# ---------------------------------------------------------------- the folder
+
+
+def test_compact_folder_loads_without_the_package_and_carries_its_code(folders, sampled):
+    _, compact, _ = folders
+    _, (_, report) = sampled
+    assert report["text_encoder"].startswith("diffusers_modules")
+    index = json.loads((compact / "model_index.json").read_text())
+    assert index["text_encoder"] == ["compact_text_encoder", "CompactTextEncoder"]
+    code = compact / "text_encoder" / "compact_text_encoder.py"
+    assert code.read_bytes() == Path(compact_module.__file__).read_bytes()
+
+
+def test_compact_folder_model_card_says_which_prompts_it_accepts(folders):
+    _, compact, _ = folders
+    assert "--compact_text_encoder" in (compact / "README.md").read_text()
+
+
+def test_compact_text_encoder_and_tokenizer_at_clip_width_take_under_5_mb(tmp_path):
+    """20 prompts x 77 tokens x 768 in float32 is 4.73 MB; the full CLIP-L text model is ~490 MB."""
+    reference = perturbed_reference(base_channels=32, context_dim=768, seed=6)
+    checkpoint = save_lesson_checkpoint(reference, tmp_path / "gaussian_diffusion_ddpm-100.pt")
+    text_encoder, tokenizer = build_text_encoder(hidden_size=768, num_layers=1, max_length=77)
+    (tmp_path / "clip_width").mkdir()
+    text_encoder.save_pretrained(tmp_path / "clip_width")
+    tokenizer.save_pretrained(tmp_path / "clip_width")
+    folder = run_converter(load_convert_script(), checkpoint, tmp_path / "out", "--text_encoder",
+                           str(tmp_path / "clip_width"), "--compact_text_encoder")  # fmt: skip
+    size = folder_size(folder / "text_encoder") + folder_size(folder / "tokenizer")
+    assert 20 * 77 * 768 * 4 < size <= SIZE_LIMIT, size
+
+
+# ---------------------------------------------------------------- strictness
+
+
+def test_unknown_prompts_are_refused_with_the_20_accepted_prompts(sampled):
+    _, (_, report) = sampled
+    message = report["refusal"]
+    assert "eleven" in message
+    assert all(repr(prompt) in message for prompt in LESSON_PROMPTS), message
+
+
+@pytest.mark.parametrize("prompt", ["SEVEN", "  Seven ", "\tseven\n", "7 "])
+def test_case_and_surrounding_spaces_are_ignored_as_clip_ignores_them(tiny_text_encoder, prompt):
+    compact, tokenizer = compact_text_encoder(*tiny_text_encoder)
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    assert ids.tolist() == [[LESSON_PROMPTS.index(prompt.strip().lower())]]
+
+
+@pytest.mark.parametrize("prompt", ["eleven", "seven seven", "7.", "", "zero one"])
+def test_the_compact_encoder_itself_refuses_anything_but_the_20_prompts(tiny_text_encoder, prompt):
+    compact, tokenizer = compact_text_encoder(*tiny_text_encoder)
+    ids = tokenizer([prompt], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids  # fmt: skip
+    with pytest.raises(ValueError, match="knows only the prompts"):
+        compact(ids)
+
+
+def test_compact_needs_a_text_encoder(lesson_checkpoint, tmp_path, capsys):
+    argv = ["--checkpoint", str(lesson_checkpoint), "--output_dir", str(tmp_path / "out"), "--text_encoder", "none",
+            "--compact_text_encoder"]  # fmt: skip
+    assert load_convert_script().main(argv) == 2
+    assert "error: --compact_text_encoder needs a text encoder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_sample_script_accepts_compact_text_encoder(lesson_checkpoint, text_encoder_folder):
+    import importlib.util
+
+    from conftest import REPO_ROOT
+
+    from pipeline_mnist_ddim.sampling import load_pipeline
+
+    spec = importlib.util.spec_from_file_location("sample_ddim", REPO_ROOT / "scripts" / "sample_ddim.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    settings = script.parse_args(["--model_checkpoint", str(lesson_checkpoint), "--text_encoder",
+                                  str(text_encoder_folder), "--compact_text_encoder"])  # fmt: skip
+    pipe = load_pipeline(settings)
+    assert type(pipe.text_encoder).__name__ == "CompactTextEncoder"
+    assert pipe.text_encoder.config.hidden_size == TINY_CONTEXT
