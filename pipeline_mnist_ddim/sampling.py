@@ -77,7 +77,9 @@ def check_settings(settings: SampleSettings) -> torch.device:
     """Everything that can be checked before loading a model; returns the device."""
     if settings.pipeline and settings.model_checkpoint:
         raise ValueError("pass either --pipeline or --model_checkpoint, not both")
-    for flag, value in (("--text_encoder", settings.text_encoder), ("--ema", settings.ema)):
+    checkpoint_only = (("--text_encoder", settings.text_encoder), ("--compact_text_encoder", settings.compact_text_encoder),
+                       ("--ema", settings.ema))  # fmt: skip
+    for flag, value in checkpoint_only:
         if value and not settings.model_checkpoint:
             raise ValueError(f"{flag} applies to --model_checkpoint only (a pipeline folder has its own text encoder)")
     if not isinstance(settings.num_samples, int) or settings.num_samples < 1:

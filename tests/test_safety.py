@@ -604,6 +604,8 @@ SAMPLER_CASES = {
     "--text_encoder without --model_checkpoint": (["--text_encoder", "openai/clip-vit-large-patch14"],
                                                   ["--text_encoder applies to --model_checkpoint only"], False),  # fmt: skip
     "--ema without --model_checkpoint": (["--ema"], ["--ema applies to --model_checkpoint only"], False),
+    "--compact_text_encoder without --model_checkpoint": (["--compact_text_encoder"],
+                                                          ["--compact_text_encoder applies to --model_checkpoint only"], False),  # fmt: skip
     "both --pipeline and --model_checkpoint": (["--pipeline", "p", "--model_checkpoint", "c.pt"], ["either"], False),
     "a bogus device": (["--device", "bogus"], ["--device 'bogus' is not a device"], False),
     "the meta device": (["--device", "meta"], ["cpu, cuda or mps"], False),
