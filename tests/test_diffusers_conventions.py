@@ -261,3 +261,33 @@ def test_save_pretrained_of_a_compiled_unet_records_the_model_class_and_code(tin
     original = tiny_pipeline.unet._orig_mod
     tiny_pipeline.unet = original
     assert torch.equal(sample(reloaded, prompt="7", latents=latents), sample(tiny_pipeline, prompt="7", latents=latents))
+
+
+def test_attention_runs_through_sdpa_and_matches_the_plain_processor(tiny_pipeline):
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    assert {type(p) for p in tiny_pipeline.unet.attn_processors.values()} == {AttnProcessor2_0}  # SDPA
+    latents = seeded_latents(1, seed=15)
+    sdpa = sample(tiny_pipeline, prompt="7", latents=latents)
+    tiny_pipeline.unet.set_attn_processor(AttnProcessor())
+    try:
+        plain = sample(tiny_pipeline, prompt="7", latents=latents)
+    finally:
+        tiny_pipeline.unet.set_attn_processor(AttnProcessor2_0())
+    assert (sdpa - plain).abs().max().item() <= 1e-5
+
+
+def test_model_cpu_offload_hooks_sample_the_same_images(tiny_unet, tiny_text_encoder):
+    """The offload sequence (text_encoder -> unet) and its hooks, exercised with the CPU as the
+    'accelerator' (CI has no GPU: moving to one is not tested here)."""
+    import copy
+
+    from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+
+    text_encoder, tokenizer = tiny_text_encoder
+    pipe = MNistDDIMPipeline(copy.deepcopy(tiny_unet), lesson_ddim_scheduler(), copy.deepcopy(text_encoder), tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    latents = seeded_latents(1, seed=16)
+    plain = sample(pipe, prompt="7", latents=latents)
+    pipe.enable_model_cpu_offload(device="cpu")
+    assert torch.equal(sample(pipe, prompt="7", latents=latents), plain)
