@@ -7,6 +7,8 @@ from ``unet/``; re-importing it here would create a second class of the same nam
 
 import inspect
 import json
+import math
+import numbers
 import os
 import shutil
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -239,7 +241,7 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     @staticmethod
     def _is_real(value) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) != float("inf") and value == value
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
     @staticmethod
     def _as_prompt_list(prompt, name: str) -> List[str]:
