@@ -1,8 +1,9 @@
 """Lesson 6 of mindiffusion as a diffusers pipeline: DDIM sampling of the Lesson 5e MNIST model.
 
 This file is loaded as Hub remote code (the pipeline folder's root), so it imports only
-torch, diffusers and transformers (and, to upload, huggingface_hub, which diffusers requires), and never the UNet subclass (diffusers loads that
-from ``unet/``; re-importing it here would create a second class of the same name).
+torch, diffusers and transformers (and, to upload, huggingface_hub, which diffusers requires),
+and never the UNet subclass (diffusers loads that from ``unet/``; re-importing it here would
+create a second class of the same name).
 """
 
 import inspect
@@ -35,9 +36,12 @@ EXAMPLE_DOC_STRING = """
         >>> import torch
         >>> from diffusers import DiffusionPipeline
 
-        >>> pipe = DiffusionPipeline.from_pretrained("path/to/mnist-ddim", trust_remote_code=True)
+        >>> from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR  # or a converted folder, or a Hub id
+
+        >>> pipe = DiffusionPipeline.from_pretrained(DEFAULT_PIPELINE_DIR, trust_remote_code=True)
         >>> generator = torch.Generator().manual_seed(42)
         >>> sevens = pipe(prompt="seven", num_images_per_prompt=4, generator=generator).images
+        >>> sevens_unlike_ones = pipe(prompt="7", negative_prompt="1", guidance_scale=2.0).images
         >>> anything = pipe(batch_size=4, num_inference_steps=50, eta=0.0).images
         ```
 """
@@ -143,7 +147,8 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         with open(index_path) as f:
             index = json.load(f)
         unet = getattr(self.unet, "_orig_mod", self.unet)  # torch.compile wraps the module: record the model itself
-        for name, obj, target_dir in (("_class_name", self, save_directory), ("unet", unet, os.path.join(save_directory, "unet"))):
+        targets = (("_class_name", self, save_directory), ("unet", unet, os.path.join(save_directory, "unet")))
+        for name, obj, target_dir in targets:
             source = inspect.getsourcefile(type(obj))
             module = os.path.splitext(os.path.basename(source))[0]
             shutil.copyfile(source, os.path.join(target_dir, module + ".py"))
@@ -223,7 +228,9 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 raise ValueError(f"`{name}` holds NaN or infinite values: pass finite numbers")
         if prompt_embeds is not None and prompt_embeds.ndim != 3:
             raise ValueError(f"`prompt_embeds` must have shape (batch, tokens, width), not {tuple(prompt_embeds.shape)}")
-        if negative_prompt_embeds is not None and (prompt_embeds is None or negative_prompt_embeds.shape != prompt_embeds.shape):
+        if negative_prompt_embeds is not None and (
+            prompt_embeds is None or negative_prompt_embeds.shape != prompt_embeds.shape
+        ):
             raise ValueError("`negative_prompt_embeds` must come with `prompt_embeds` of the same shape")
         if batch_size is not None and conditional:
             num_prompts = len(prompts) if prompt is not None else prompt_embeds.shape[0]
@@ -299,7 +306,8 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             negative_prompt (`str` or `List[str]`, *optional*): what guidance steers away from; without it
                 (and without `negative_prompt_embeds`) the lesson's zero context, the one it was trained to drop to.
             prompt_embeds (`torch.Tensor`, *optional*): precomputed contexts (B, tokens, width).
-            negative_prompt_embeds (`torch.Tensor`, *optional*): precomputed negative contexts, shaped as `prompt_embeds`.
+            negative_prompt_embeds (`torch.Tensor`, *optional*): precomputed negative contexts, shaped as
+                `prompt_embeds`.
 
         Returns:
             `(prompt_embeds, negative_prompt_embeds)`: the second is `None` without guidance.
@@ -481,7 +489,8 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         #    bias-free key/value projections turn into the same output at any token count.
         if prompt is None and prompt_embeds is None:
             num_images = (batch_size or 1) * num_images_per_prompt
-            prompt_embeds = torch.zeros(num_images, 1, self.unet.config.cross_attention_dim, device=device, dtype=self.unet.dtype)
+            width = self.unet.config.cross_attention_dim
+            prompt_embeds = torch.zeros(num_images, 1, width, device=device, dtype=self.unet.dtype)
         else:
             prompt_embeds, negative_prompt_embeds = self.encode_prompt(
                 prompt, device, num_images_per_prompt, self.do_classifier_free_guidance, negative_prompt,
