@@ -89,7 +89,7 @@ def interpolate_prompts(pipe, prompt_a: str, prompt_b: str, latent: torch.Tensor
                         num_inference_steps: int = 50) -> torch.Tensor:  # fmt: skip
     """A strip at one fixed latent whose context slerps from ``prompt_a``'s embedding to ``prompt_b``'s."""
     device = pipe._execution_device
-    embeds = slerp_path(pipe.encode_prompt(prompt_a, device), pipe.encode_prompt(prompt_b, device), num_frames)
+    embeds = slerp_path(pipe.encode_prompt(prompt_a, device)[0], pipe.encode_prompt(prompt_b, device)[0], num_frames)
     return decode(pipe, latent.repeat(num_frames, 1, 1, 1), num_inference_steps, prompt_embeds=embeds)
 
 

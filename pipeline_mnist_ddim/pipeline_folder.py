@@ -44,8 +44,7 @@ A Lesson 5e network of the [mindiffusion](https://github.com/swookey-thinky/mind
 ```py
 import torch
 from diffusers import DiffusionPipeline
-
-pipe = DiffusionPipeline.from_pretrained("{repo}", trust_remote_code=True)
+{load}
 images = pipe(prompt=["seven", "3"], num_inference_steps=50, eta=0.0,
               generator=torch.Generator().manual_seed(42)).images
 unconditional = pipe(batch_size=8).images
@@ -64,7 +63,7 @@ class OutputFolderError(ValueError):
 PIPELINE_CLASS = [os.path.splitext(os.path.basename(inspect.getsourcefile(MNistDDIMPipeline)))[0], "MNistDDIMPipeline"]
 
 
-def model_card(pipe: MNistDDIMPipeline, checkpoint: str, meta: dict, text_encoder: str, repo: str = "path/to/folder",
+def model_card(pipe: MNistDDIMPipeline, checkpoint: str, meta: dict, text_encoder: str, repo: Optional[str] = None,
                details: str = "", license: str = "mit") -> str:  # fmt: skip
     config = pipe.unet.config
     loss = f", loss {meta['loss']:.4f}" if isinstance(meta.get("loss"), float) and math.isfinite(meta["loss"]) else ""
@@ -80,8 +79,25 @@ def model_card(pipe: MNistDDIMPipeline, checkpoint: str, meta: dict, text_encode
         cross_attention_dim=config.cross_attention_dim,
         text_encoder=_describe_text_encoder(text_encoder),
         details=details,
-        repo=repo,
+        load=_load_snippet(repo),
     )
+
+
+def _load_snippet(repo: Optional[str]) -> str:
+    """The card's loading line(s): a Hub id as is; a local folder by a path that works from any directory."""
+    if repo is None:
+        return '\npipe = DiffusionPipeline.from_pretrained("path/to/folder", trust_remote_code=True)'
+    # The card is written before the folder: "out/mnist" is local if "out" exists here.
+    looks_local = (os.path.isabs(repo) or repo.startswith(".") or repo.count("/") != 1 or os.path.exists(repo)
+                   or os.path.isdir(repo.split("/")[0]))  # fmt: skip
+    if not looks_local:
+        return f'\npipe = DiffusionPipeline.from_pretrained("{repo}", trust_remote_code=True)'
+    if os.path.abspath(repo) == os.path.abspath(DEFAULT_PIPELINE_DIR):
+        return (
+            "from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR  # pip install mnist-ddim-diffusers\n\n"
+            "pipe = DiffusionPipeline.from_pretrained(DEFAULT_PIPELINE_DIR, trust_remote_code=True)"
+        )
+    return f'\npipe = DiffusionPipeline.from_pretrained("{os.path.abspath(repo)}", trust_remote_code=True)'
 
 
 def _describe_text_encoder(source: Optional[str]) -> str:

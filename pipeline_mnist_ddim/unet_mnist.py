@@ -137,3 +137,8 @@ class MNistUNet2DConditionModel(UNet2DConditionModel):
         stock_keys = cls._get_init_keys(UNet2DConditionModel) - cls._get_init_keys(cls)
         config_dict = {k: v for k, v in config_dict.items() if k not in stock_keys}
         return super().extract_init_dict(config_dict, **kwargs)
+
+    def set_attention_slice(self, slice_size="auto"):
+        # "auto" halves each layer's head count, and every transformer here has one head: 1 // 2 = 0
+        # would divide by zero. One head can only be sliced one at a time, which is "max".
+        super().set_attention_slice("max" if slice_size == "auto" else slice_size)

@@ -76,7 +76,7 @@ def test_image_from_a_per_image_generator_does_not_depend_on_batch_size(tiny_pip
 def test_guidance_scale_one_is_exactly_plain_conditional_sampling(tiny_pipeline):
     latents = seeded_latents(1, seed=8)
     images = sample(tiny_pipeline, prompt="seven", guidance_scale=1.0, latents=latents)
-    context = tiny_pipeline.encode_prompt("seven", torch.device("cpu"))
+    context = tiny_pipeline.encode_prompt("seven", torch.device("cpu"))[0]
     plain = written_out_ddim(lambda x, t: tiny_pipeline.unet(x, t, encoder_hidden_states=context).sample, latents)
     assert torch.equal(images, plain)
 
@@ -91,7 +91,7 @@ def test_guidance_scale_above_one_changes_the_images(tiny_pipeline):
 def test_guidance_extrapolates_from_the_zero_context(tiny_pipeline):
     """eps = eps(zeros) + w * (eps(prompt) - eps(zeros)), as classifier-free guidance with the lesson's dropout."""
     unet, scale, latents = tiny_pipeline.unet, 3.0, seeded_latents(1, seed=9)
-    context = tiny_pipeline.encode_prompt("seven", torch.device("cpu"))
+    context = tiny_pipeline.encode_prompt("seven", torch.device("cpu"))[0]
 
     def guided_eps(x, t):
         eps_text = unet(x, t, encoder_hidden_states=context).sample
@@ -115,7 +115,7 @@ def test_numeral_and_word_are_both_accepted(tiny_pipeline, prompt):
 
 
 def test_every_label_word_and_numeral_encodes(tiny_pipeline):
-    embeds = tiny_pipeline.encode_prompt(ALL_WORDS, torch.device("cpu"))
+    embeds = tiny_pipeline.encode_prompt(ALL_WORDS, torch.device("cpu"))[0]
     assert embeds.shape[0] == len(ALL_WORDS) == 20
 
 
@@ -139,7 +139,28 @@ INVALID_ARGUMENTS = {
     "zero steps": (dict(num_inference_steps=0), "num_inference_steps"),
     "1001 steps": (dict(num_inference_steps=1001), "num_inference_steps"),
     "negative eta": (dict(eta=-0.1), "eta"),
-    "guidance below one": (dict(prompt="seven", guidance_scale=0.5), "guidance_scale"),
+    "negative guidance": (dict(prompt="seven", guidance_scale=-1.0), "guidance_scale"),
+    "nan guidance": (dict(prompt="seven", guidance_scale=float("nan")), "guidance_scale"),
+    "infinite guidance": (dict(prompt="seven", guidance_scale=float("inf")), "guidance_scale"),
+    "eta just above one": (dict(eta=1.01), "eta"),
+    "eta two": (dict(eta=2.0), "eta"),
+    "eta huge": (dict(eta=1e6), "eta"),
+    "nan eta": (dict(eta=float("nan")), "eta"),
+    "infinite eta": (dict(eta=float("inf")), "eta"),
+    "nan latents": (dict(latents=torch.full((1, 1, 32, 32), float("nan"))), "latents"),
+    "infinite latents": (dict(latents=torch.full((1, 1, 32, 32), float("inf"))), "latents"),
+    "nan prompt_embeds": (dict(prompt_embeds=torch.full((1, 77, 32), float("nan"))), "prompt_embeds"),
+    "nan negative_prompt_embeds": (
+        dict(prompt_embeds=torch.zeros(1, 77, 32), negative_prompt_embeds=torch.full((1, 77, 32), float("nan")),
+             guidance_scale=2.0), "negative_prompt_embeds"),  # fmt: skip
+    "negative_prompt_embeds of another shape": (
+        dict(prompt_embeds=torch.zeros(1, 77, 32), negative_prompt_embeds=torch.zeros(2, 77, 32)), "negative_prompt_embeds"),
+    "negative prompt without prompt": (dict(negative_prompt="1"), "negative_prompt"),
+    "two negative prompts for one prompt": (dict(prompt="7", negative_prompt=["1", "2"]), "negative prompts"),
+    "zero images per prompt": (dict(num_images_per_prompt=0), "num_images_per_prompt"),
+    "fractional images per prompt": (dict(num_images_per_prompt=1.5), "num_images_per_prompt"),
+    "fractional batch size": (dict(batch_size=2.0), "batch_size"),
+    "batch size other than the prompt count": (dict(prompt=["7", "3"], batch_size=4), "batch_size"),
     "guidance without prompt": (dict(guidance_scale=2.0), "guidance_scale"),
     "latents of wrong shape": (dict(latents=torch.zeros(1, 1, 28, 28)), "latents"),
     "three generators for two images": (dict(batch_size=2, generator=[torch.Generator()] * 3), "generator"),

@@ -1,0 +1,87 @@
+"""Pipeline-level LoRA through diffusers' loader mixin (peft under the hood), on the tiny network.
+
+A LoRA file is made as a trainer would: peft adapters (non-zero) on a copy of the UNet's
+attention projections, saved with `save_lora_weights`. The pipeline must then sample
+exactly what that adapted UNet samples, and the mixin's switches must do what they say.
+"""
+
+import copy
+
+import pytest
+import torch
+from conftest import seeded_latents
+from peft import LoraConfig  # a test dependency (the [test] extra)
+from peft.utils import get_peft_model_state_dict
+
+from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
+from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def make_pipeline(unet, tiny_text_encoder):
+    text_encoder, tokenizer = tiny_text_encoder
+    pipe = MNistDDIMPipeline(unet=unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sample(pipe):
+    return pipe(prompt="7", latents=seeded_latents(1, seed=3), num_inference_steps=3, output_type="pt").images
+
+
+@pytest.fixture(scope="module")
+def adapted_unet(tiny_unet):
+    unet = copy.deepcopy(tiny_unet)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=TARGETS, init_lora_weights=False))
+    return unet
+
+
+@pytest.fixture(scope="module")
+def lora_folder(adapted_unet, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lora")
+    MNistDDIMPipeline.save_lora_weights(folder, unet_lora_layers=get_peft_model_state_dict(adapted_unet))
+    return folder
+
+
+@pytest.fixture
+def pipe(tiny_unet, tiny_text_encoder):
+    """Its own UNet: loading adapters changes the model in place."""
+    return make_pipeline(copy.deepcopy(tiny_unet), tiny_text_encoder)
+
+
+@pytest.fixture(scope="module")
+def base_images(tiny_unet, tiny_text_encoder):
+    return sample(make_pipeline(tiny_unet, tiny_text_encoder))
+
+
+def test_load_lora_weights_samples_what_the_adapted_unet_samples(pipe, lora_folder, adapted_unet, tiny_text_encoder,
+                                                                  base_images):  # fmt: skip
+    pipe.load_lora_weights(lora_folder, adapter_name="digits")
+    images = sample(pipe)
+    assert torch.equal(images, sample(make_pipeline(adapted_unet, tiny_text_encoder)))
+    assert (images - base_images).abs().max().item() > 0.01
+
+
+def test_set_adapters_weight_zero_gives_the_base_images(pipe, lora_folder, base_images):
+    pipe.load_lora_weights(lora_folder, adapter_name="digits")
+    pipe.set_adapters(["digits"], adapter_weights=[0.0])
+    assert torch.equal(sample(pipe), base_images)
+
+
+def test_fuse_lora_keeps_the_images(pipe, lora_folder):
+    pipe.load_lora_weights(lora_folder, adapter_name="digits")
+    adapted = sample(pipe)
+    pipe.fuse_lora()
+    # Fused: one matmul instead of base + low-rank, float32 rounding.
+    assert (sample(pipe) - adapted).abs().max().item() <= 1e-4
+
+
+def test_unload_lora_weights_restores_the_base_images(pipe, lora_folder, base_images):
+    pipe.load_lora_weights(lora_folder, adapter_name="digits")
+    pipe.unload_lora_weights()
+    assert torch.equal(sample(pipe), base_images)
