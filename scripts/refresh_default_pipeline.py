@@ -60,7 +60,10 @@ def without_prefix(state_dict: dict) -> dict:
 
 def load_default(source: str) -> MNistDDIMPipeline:
     dtype = stored_dtype(os.path.join(source, "unet", "diffusion_pytorch_model.safetensors"))
-    unet = MNistUNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype)
+    # from its config and weights file rather than from_pretrained, which would record the local path in the config
+    unet = MNistUNet2DConditionModel.from_config(MNistUNet2DConditionModel.load_config(source, subfolder="unet"))
+    unet.load_state_dict(load_file(os.path.join(source, "unet", "diffusion_pytorch_model.safetensors")), strict=True)
+    unet.to(dtype).eval()
     text_encoder = CLIPTextModel.from_pretrained(os.path.join(source, "text_encoder"), dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(source, "tokenizer"))
     scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
@@ -82,7 +85,7 @@ def refresh(source: str = DEFAULT_PIPELINE_DIR, output_dir: str = DEFAULT_PIPELI
     pipe = load_default(source)
     checkpoint, meta = checkpoint_meta(os.path.join(source, "README.md"))
     with open(MODEL_CARD_DETAILS) as f:
-        details = f.read()
+        details = f.read().rstrip("\n")  # as build_default_pipeline.sh passes it: "$(cat ...)"
     card = model_card(pipe, checkpoint, meta, text_encoder=os.path.join(source, "text_encoder"),
                       repo=os.path.relpath(DEFAULT_PIPELINE_DIR, REPO_DIR), details=details)  # fmt: skip
     # write and check a staging copy first: the default is replaced only by a verified folder
