@@ -30,7 +30,7 @@ def load_text_encoder(source: Optional[str]) -> Tuple[Optional[object], Optional
     if os.path.isdir(os.path.join(source, "text_encoder")) and os.path.isdir(os.path.join(source, "tokenizer")):
         model_dir, tokenizer_dir = os.path.join(source, "text_encoder"), os.path.join(source, "tokenizer")
     try:
-        text_encoder = CLIPTextModel.from_pretrained(model_dir)
+        text_encoder, loading_info = CLIPTextModel.from_pretrained(model_dir, output_loading_info=True)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     except (OSError, ValueError) as err:
         raise TextEncoderError(
@@ -39,6 +39,15 @@ def load_text_encoder(source: Optional[str]) -> Tuple[Optional[object], Optional
             "pass a local folder holding a CLIP text model and its tokenizer, or pass `none` for an "
             "unconditional-only pipeline."
         ) from err
+    missing = sorted(loading_info["missing_keys"])
+    if missing:  # transformers only warns, and the encoder would be randomly initialised
+        import transformers
+
+        raise TextEncoderError(
+            f"the text encoder {source!r} lacks {len(missing)} of its weights (e.g. {missing[0]!r}) under "
+            f"transformers {transformers.__version__}: was it saved by another major version? Load and "
+            "re-save it with this one, or convert with the version that saved it."
+        )
     return text_encoder.requires_grad_(False).eval(), tokenizer
 
 

@@ -26,6 +26,7 @@ import sys
 from typing import Optional
 
 from pipeline_mnist_ddim.evaluation import SECTIONS, EvalSettings, evaluate, results_markdown, write_outputs
+from pipeline_mnist_ddim.metrics import require_scipy
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -86,11 +87,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     try:
+        require_scipy()  # before any work: every evaluation reports Frechet distances
         settings = settings_from_args(args)
         settings.validate()
         pipe = load(args.pipeline, args.dtype)
         results, images = evaluate(pipe, settings, pipeline_name=args.pipeline or "embedded default")
-    except (ValueError, OSError) as err:  # bad paths and arguments: say what, no traceback
+    except (ValueError, OSError, ImportError) as err:  # bad paths, arguments, a missing extra: say what
         print(f"error: {err}", file=sys.stderr)
         return 2
     if results is not None:  # the main process writes
