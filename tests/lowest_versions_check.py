@@ -8,8 +8,9 @@ Run by ``scripts/check_lowest_versions.sh`` (and so by ``.ci/run``) in three ste
     VENV/bin/python tests/lowest_versions_check.py check WORK       # lowest env, package not importable
     python tests/lowest_versions_check.py check-resaved WORK        # main env: what the lowest env saved
 
-``write`` (the package importable) writes a tiny pipeline folder with the package's writer,
-in float16, and records for it and for the embedded default: the tokenizer's ids for a set of
+``write`` (the package importable) writes two tiny pipeline folders with the package's writer
+(one in float16 with the default's word-level tokenizer, one with a byte-level BPE
+`CLIPTokenizer` as converted pipelines hold) and records for them and for the embedded default: the tokenizer's ids for a set of
 prompts, the text encoder's ``last_hidden_state`` and DDIM images from fixed latents; the
 default's images are judged by the project's digit classifier, so the reference shows the
 prompted digits. ``check`` loads each folder ALONE (remote code, this package hidden),
@@ -31,11 +32,11 @@ import torch
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOT_PINNED = ("torch",)  # torch 2.13.0 on both sides: an older one would be a multi-GB CUDA download
 PROMPTS = ["0", "one", "2", "three", "4", "five", "6", "seven", "8", "nine"]
-STEPS = {"tiny": 5, "default": 20}  # the default reads as the prompted digits at 20 steps already
+STEPS = {"tiny": 5, "clip": 5, "default": 20}  # the default reads as the prompted digits at 20 steps already
 # float32 CPU on both sides; the libraries' kernels may differ in summation order only
 TEXT_TOLERANCE = 1e-5
 IMAGE_TOLERANCE = 2e-3
-FOLDERS = ("tiny", "default")
+FOLDERS = ("tiny", "clip", "default")
 
 
 def requirements() -> list:
@@ -103,6 +104,45 @@ def versions() -> str:
 # ---------------------------------------------------------------- the three steps
 
 
+def bytes_to_unicode() -> dict:
+    """CLIP's byte -> printable character table (GPT-2's), as its vocabulary spells bytes."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    codes, extra = printable[:], 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, codes)))
+
+
+def tiny_clip_pipeline(unet, vocabulary_dir: str):
+    """A byte-level BPE `CLIPTokenizer` (CLIP's file formats, a few merges) and a CLIP text model:
+    what a pipeline converted with the lesson's real CLIP holds, only small."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
+    from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+
+    characters = list(bytes_to_unicode().values())
+    merged = ["se", "sev", "seve", "seven</w>", "on", "one</w>"]
+    tokens = characters + [c + "</w>" for c in characters] + merged + ["<|startoftext|>", "<|endoftext|>"]
+    os.makedirs(vocabulary_dir)
+    with open(os.path.join(vocabulary_dir, "vocab.json"), "w") as f:
+        json.dump({token: i for i, token in enumerate(tokens)}, f)
+    with open(os.path.join(vocabulary_dir, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\ns e\nse v\nsev e\nseve n</w>\no n\non e</w>\n")
+    with open(os.path.join(vocabulary_dir, "tokenizer_config.json"), "w") as f:
+        json.dump({"model_max_length": 8}, f)
+    tokenizer = CLIPTokenizer.from_pretrained(vocabulary_dir)
+    torch.manual_seed(1)
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                                num_hidden_layers=1, num_attention_heads=1, max_position_embeddings=8,
+                                                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                                pad_token_id=tokenizer.pad_token_id)).eval()  # fmt: skip
+    return MNistDDIMPipeline(unet=unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer)
+
+
 def write(work: str, default_dir: str = None) -> None:
     from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
     from pipeline_mnist_ddim.classifier import load_default_classifier
@@ -119,6 +159,7 @@ def write(work: str, default_dir: str = None) -> None:
     text_encoder, tokenizer = build_text_encoder(hidden_size=32, num_layers=1)
     tiny = MNistDDIMPipeline(unet=unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer)
     save_pipeline_folder(tiny.to(dtype=torch.float16), os.path.join(work, "tiny"))
+    save_pipeline_folder(tiny_clip_pipeline(unet, os.path.join(work, "clip_vocabulary")), os.path.join(work, "clip"))
     os.symlink(os.path.abspath(default_dir or DEFAULT_PIPELINE_DIR), os.path.join(work, "default"))
 
     for name in FOLDERS:  # measured as loaded, so both sides start from the same stored weights

@@ -155,7 +155,7 @@ def test_lowest_versions_check_installs_every_declared_minimum_but_torchs():
     declared = [line.strip() for line in config["options"]["install_requires"].splitlines() if line.strip()]
     expected = [line if line.startswith("torch") else line.replace(">=", "==") for line in declared]
     assert check.requirements() == expected
-    assert "diffusers==0.30" in expected and "transformers==4.40" in expected  # as README's "Versions" says
+    assert "diffusers==0.36" in expected and "transformers==4.45" in expected  # as README's "Versions" says
 
 
 # ---------------------------------------------------------------- optional dependencies
