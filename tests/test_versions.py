@@ -63,7 +63,8 @@ def saved_folder(tiny_unet, tiny_text_encoder, tmp_path_factory):
     from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
 
     text_encoder, tokenizer = tiny_text_encoder
-    pipe = MNistDDIMPipeline(tiny_unet, lesson_ddim_scheduler(), text_encoder, tokenizer)
+    # copies: `.to(float16)` below works in place, and the fixtures are shared by the whole session
+    pipe = MNistDDIMPipeline(copy.deepcopy(tiny_unet), lesson_ddim_scheduler(), copy.deepcopy(text_encoder), tokenizer)
     folder = tmp_path_factory.mktemp("versions") / "pipeline"
     return save_pipeline_folder(pipe.to(dtype=torch.float16), str(folder))
 
