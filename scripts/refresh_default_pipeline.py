@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import tempfile
+from typing import Tuple
 
 import torch
 from diffusers import DDIMScheduler
@@ -41,7 +42,7 @@ def stored_dtype(weights_file: str) -> torch.dtype:
     return dtypes.pop()
 
 
-def checkpoint_meta(card_file: str) -> dict:
+def checkpoint_meta(card_file: str) -> Tuple[str, dict]:
     """The source checkpoint's name, step and loss, as the old model card states them."""
     with open(card_file) as f:
         match = SOURCE_LINE.search(f.read())
