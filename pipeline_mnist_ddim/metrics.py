@@ -1,4 +1,4 @@
-"""Evaluation metrics for generated digits (pure functions; torch, numpy and scipy only).
+"""Evaluation metrics for generated digits (pure functions; torch, numpy and, for the Frechet distance, scipy).
 
 - [`conditional_accuracy`]: does the sample for label ``k`` classify as ``k``?
 - [`predict_labels`] / [`classifier_features`]: the classifier's labels or penultimate features, batched.
@@ -15,11 +15,21 @@ import warnings
 from typing import Callable, Sequence, Tuple, Union
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import nn
 
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[int]]
+EVAL_EXTRA_HINT = 'pip install "mnist-ddim-diffusers[eval]"'
+
+
+def require_scipy():
+    """``scipy.linalg``, imported only where needed: the rest of this module (and the scripts'
+    ``--help``) works after a core install."""
+    try:
+        import scipy.linalg
+    except ImportError as err:
+        raise ImportError(f"the Frechet distance needs scipy, which the core install lacks: {EVAL_EXTRA_HINT}") from err
+    return scipy.linalg
 
 
 @torch.no_grad()
@@ -95,19 +105,20 @@ def frechet_distance(features_a: ArrayLike, features_b: ArrayLike, eps: float = 
     Returns:
         `float`: the distance (>= 0; 0 for identical feature sets).
     """
+    linalg = require_scipy()
     a, b = _as_2d_float64(features_a, "features_a"), _as_2d_float64(features_b, "features_b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature widths differ: {a.shape[1]} vs {b.shape[1]}")
     mean_diff = a.mean(axis=0) - b.mean(axis=0)
     cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
     with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
-        warnings.simplefilter("always", scipy.linalg.LinAlgWarning)
-        covmean = scipy.linalg.sqrtm(cov_a @ cov_b)
+        warnings.simplefilter("always", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(cov_a @ cov_b)
         # sqrtm warns (rather than fails) on singular products; treat that as needing the offset.
-        singular = any(issubclass(w.category, scipy.linalg.LinAlgWarning) for w in caught)
+        singular = any(issubclass(w.category, linalg.LinAlgWarning) for w in caught)
         if singular or not np.all(np.isfinite(covmean)):
             offset = np.eye(len(cov_a)) * eps
-            covmean = scipy.linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
+            covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
     # Round-off gives sqrtm a tiny imaginary part on (near-)singular products; it carries no signal.
     covmean = np.real(covmean)
     distance = mean_diff @ mean_diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean)

@@ -53,7 +53,13 @@ def load_text_encoder(source: Optional[str]) -> Tuple[Optional[object], Optional
     if info["missing_keys"] or unexpected or info["mismatched_keys"]:
         found = {"missing": info["missing_keys"], "unexpected": unexpected, "mismatched": info["mismatched_keys"]}
         problems = {kind: sorted(map(str, keys))[:5] for kind, keys in found.items() if keys}
-        raise TextEncoderError(f"{source} does not hold a complete CLIP text model's weights: {problems}")
+        hint = ""
+        if info["missing_keys"]:  # e.g. a folder saved by another major version of transformers
+            import transformers
+
+            hint = (f"; it lacks {len(info['missing_keys'])} of its weights under transformers {transformers.__version__}: "
+                    "was it saved by another major version? Load and re-save it with this one")
+        raise TextEncoderError(f"{source} does not hold a complete CLIP text model's weights: {problems}{hint}")
     not_finite = [name for name, p in text_encoder.named_parameters() if not torch.isfinite(p).all()]
     if not_finite:
         raise TextEncoderError(f"{source} holds NaN or infinite weights in {not_finite[:5]}")

@@ -47,6 +47,15 @@ EXAMPLE_DOC_STRING = """
 """
 
 
+def _update_json(path: str, update: Callable[[dict], None]) -> None:
+    with open(path) as f:
+        content = json.load(f)
+    update(content)
+    with open(path, "w") as f:
+        json.dump(content, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
 class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     r"""
     Text-conditional MNIST sampling with DDIM (Lesson 6) from a Lesson 5e network.
@@ -143,6 +152,7 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         hub_kwargs = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "create_pr", "token")
                       if key in kwargs}  # fmt: skip
         super().save_pretrained(save_directory, **kwargs)
+        self._save_text_components_for_transformers_4_and_5(save_directory, **kwargs)
         index_path = os.path.join(save_directory, "model_index.json")
         with open(index_path) as f:
             index = json.load(f)
@@ -176,6 +186,47 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             repo_id=repo_id, folder_path=folder, token=token, create_pr=create_pr,
             commit_message=commit_message or "Upload pipeline",
         )  # fmt: skip
+
+    def _save_text_components_for_transformers_4_and_5(self, save_directory, **kwargs):
+        """Rewrites what transformers 5 saves into forms that transformers 4.x and 5.x both load the same.
+
+        transformers 5 saves a `CLIPTextModel` without the ``text_model.`` key prefix (4.x then loads
+        every weight randomly initialised, with a mere warning) and names tokenizers by classes 4.x
+        lacks (`TokenizersBackend`, a fast `CLIPTokenizer`). 5.x reads the prefixed keys and the
+        4.x names too. The text encoder's config also records float32, the dtype a plain load
+        gives the UNet, so that a plain load gives one dtype throughout (5.x would otherwise
+        load the text encoder in its saved dtype, 4.x and diffusers in float32).
+        """
+        import transformers
+
+        encoder_dir = os.path.join(save_directory, "text_encoder")
+        if isinstance(self.text_encoder, transformers.CLIPTextModel):
+            state_dict = self.text_encoder.state_dict()
+            if not all(key.startswith("text_model.") for key in state_dict):
+                state_dict = {key if key.startswith("text_model.") else "text_model." + key: value
+                              for key, value in state_dict.items()}  # fmt: skip
+                self.text_encoder.save_pretrained(
+                    encoder_dir,
+                    state_dict=state_dict,
+                    safe_serialization=kwargs.get("safe_serialization", True),
+                    variant=kwargs.get("variant"),
+                )
+        if self.text_encoder is not None and os.path.isfile(os.path.join(encoder_dir, "config.json")):
+            _update_json(os.path.join(encoder_dir, "config.json"),
+                         lambda config: config.update({key: "float32" for key in ("dtype", "torch_dtype") if key in config}))  # fmt: skip
+
+        name = type(self.tokenizer).__name__
+        if hasattr(transformers, "TokenizersBackend") and isinstance(self.tokenizer, transformers.TokenizersBackend):
+            # 4.x's PreTrainedTokenizerFast and its *Fast classes read the same tokenizer.json
+            name = "PreTrainedTokenizerFast" if name == "TokenizersBackend" else name
+            name = name + "Fast" if not name.endswith("Fast") and hasattr(transformers, name + "Fast") else name
+            _update_json(os.path.join(save_directory, "model_index.json"),
+                         lambda index: index.update(tokenizer=["transformers", name]))  # fmt: skip
+            _update_json(os.path.join(save_directory, "tokenizer", "tokenizer_config.json"),
+                         lambda config: config.update(tokenizer_class=name))  # fmt: skip
+        tokenizer_config = os.path.join(save_directory, "tokenizer", "tokenizer_config.json")
+        if os.path.isfile(tokenizer_config):  # options of the load that made the tokenizer, not of the tokenizer
+            _update_json(tokenizer_config, lambda config: [config.pop(key, None) for key in ("is_local", "local_files_only")])
 
     # ------------------------------------------------------------------ inputs
 

@@ -27,6 +27,7 @@ from typing import Optional
 
 from pipeline_mnist_ddim.cli import USER_ERRORS, check_writable_location, report
 from pipeline_mnist_ddim.evaluation import SECTIONS, EvalSettings, evaluate, results_markdown, write_outputs
+from pipeline_mnist_ddim.metrics import require_scipy
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -87,12 +88,13 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     try:
+        require_scipy()  # before any work: every evaluation reports Frechet distances
         settings = settings_from_args(args)
         settings.validate()
         check_writable_location(args.output_dir)  # now, not after an hour of sampling
         pipe = load(args.pipeline, args.dtype)
         results, images = evaluate(pipe, settings, pipeline_name=args.pipeline or "embedded default")
-    except USER_ERRORS as err:  # bad paths and arguments: say what, no traceback
+    except (*USER_ERRORS, ImportError) as err:  # bad paths, arguments, a missing extra: say what, no traceback
         return report(err)
     if results is not None:  # the main process writes
         paths = write_outputs(results, images, args.output_dir)
