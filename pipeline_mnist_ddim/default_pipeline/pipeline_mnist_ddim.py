@@ -1,12 +1,15 @@
 """Lesson 6 of mindiffusion as a diffusers pipeline: DDIM sampling of the Lesson 5e MNIST model.
 
 This file is loaded as Hub remote code (the pipeline folder's root), so it imports only
-torch, diffusers and transformers, and never the UNet subclass (diffusers loads that
-from ``unet/``; re-importing it here would create a second class of the same name).
+torch, diffusers and transformers (and, to upload, huggingface_hub, which diffusers requires),
+and never the UNet subclass (diffusers loads that from ``unet/``; re-importing it here would
+create a second class of the same name).
 """
 
 import inspect
 import json
+import math
+import numbers
 import os
 import shutil
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -19,7 +22,10 @@ from diffusers import (
     SchedulerMixin,
     UNet2DConditionModel,
 )
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils import logging, replace_example_docstring
+from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
 from diffusers.utils.torch_utils import randn_tensor
 
 logger = logging.get_logger(__name__)
@@ -30,17 +36,33 @@ EXAMPLE_DOC_STRING = """
         >>> import torch
         >>> from diffusers import DiffusionPipeline
 
-        >>> pipe = DiffusionPipeline.from_pretrained("path/to/mnist-ddim", trust_remote_code=True)
+        >>> from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR  # or a converted folder, or a Hub id
+
+        >>> pipe = DiffusionPipeline.from_pretrained(DEFAULT_PIPELINE_DIR, trust_remote_code=True)
         >>> generator = torch.Generator().manual_seed(42)
         >>> sevens = pipe(prompt="seven", num_images_per_prompt=4, generator=generator).images
+        >>> sevens_unlike_ones = pipe(prompt="7", negative_prompt="1", guidance_scale=2.0).images
         >>> anything = pipe(batch_size=4, num_inference_steps=50, eta=0.0).images
         ```
 """
 
 
-class MNistDDIMPipeline(DiffusionPipeline):
+def _update_json(path: str, update: Callable[[dict], None]) -> None:
+    with open(path) as f:
+        content = json.load(f)
+    update(content)
+    with open(path, "w") as f:
+        json.dump(content, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     r"""
     Text-conditional MNIST sampling with DDIM (Lesson 6) from a Lesson 5e network.
+
+    Inherits the loading, saving, offloading and attention methods of [`DiffusionPipeline`], and
+    [`~loaders.StableDiffusionLoraLoaderMixin.load_lora_weights`] (with `fuse_lora`, `set_adapters`,
+    `unload_lora_weights`) for LoRA adapters of the UNet and text encoder.
 
     Parameters:
         unet ([`UNet2DConditionModel`]):
@@ -57,7 +79,7 @@ class MNistDDIMPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->unet"
     _optional_components = ["text_encoder", "tokenizer"]
-    _callback_tensor_inputs = ["latents", "prompt_embeds"]
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(
         self,
@@ -91,18 +113,56 @@ class MNistDDIMPipeline(DiffusionPipeline):
                 "clip_sample=False, thresholding=False, num_train_timesteps=1000"
             )
 
-    def save_pretrained(self, save_directory: Union[str, os.PathLike], **kwargs):
+    # ------------------------------------------------------------------ conventions of stock pipelines
+
+    @property
+    def guidance_scale(self):
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self):
+        return self._guidance_scale > 1
+
+    @property
+    def num_timesteps(self):
+        return self._num_timesteps
+
+    @property
+    def interrupt(self):
+        return self._interrupt
+
+    @classmethod
+    def from_pipe(cls, pipeline, **kwargs):
+        # diffusers carries a model over only if its exact class is in `__init__`'s annotation, and
+        # the UNet is a subclass that this file cannot import (it loads from `unet/`): pass it on.
+        if getattr(pipeline, "unet", None) is not None:
+            kwargs.setdefault("unet", pipeline.unet)
+        return super().from_pipe(pipeline, **kwargs)
+
+    # ------------------------------------------------------------------ saving
+
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], push_to_hub: bool = False, **kwargs):
         """Saves a folder that loads with `trust_remote_code=True`, also when this pipeline was itself remote code.
 
         diffusers' `save_pretrained` copies no code and records custom classes as plain names or
         as dynamic module paths; this copies the pipeline's and the UNet's source files verbatim
-        and records both as `[module, class]` pairs in `model_index.json`.
+        and records both as `[module, class]` pairs in `model_index.json`. With `push_to_hub=True`
+        the folder is uploaded only once complete (the parent would upload before these fixes).
         """
+        hub_kwargs = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "create_pr", "token")
+                      if key in kwargs}  # fmt: skip
         super().save_pretrained(save_directory, **kwargs)
+        self._save_text_components_for_transformers_4_and_5(save_directory, **kwargs)
         index_path = os.path.join(save_directory, "model_index.json")
         with open(index_path) as f:
             index = json.load(f)
-        for name, obj, target_dir in (("_class_name", self, save_directory), ("unet", self.unet, os.path.join(save_directory, "unet"))):
+        # torch.compile wraps a module (OptimizedModule): record and copy the model itself
+        components = {name: getattr(obj, "_orig_mod", obj) for name, obj in self.components.items()}
+        custom = [("_class_name", self, save_directory)] + [  # the UNet, and any other component not from a library
+            (name, obj, os.path.join(save_directory, name)) for name, obj in components.items()
+            if obj is not None and type(obj).__module__.split(".")[0] not in ("diffusers", "transformers")
+        ]  # fmt: skip
+        for name, obj, target_dir in custom:
             source = inspect.getsourcefile(type(obj))
             module = os.path.splitext(os.path.basename(source))[0]
             shutil.copyfile(source, os.path.join(target_dir, module + ".py"))
@@ -110,45 +170,151 @@ class MNistDDIMPipeline(DiffusionPipeline):
         with open(index_path, "w") as f:
             json.dump(index, f, indent=2, sort_keys=True)
             f.write("\n")
+        if push_to_hub:
+            self._push_folder(str(save_directory), **hub_kwargs)
+
+    @staticmethod
+    def _push_folder(folder, repo_id=None, commit_message=None, private=None, create_pr=False, token=None):
+        from huggingface_hub import create_repo, upload_folder
+
+        repo_id = repo_id or os.path.basename(os.path.normpath(folder))
+        repo_id = create_repo(repo_id, exist_ok=True, private=private, token=token).repo_id
+        if not os.path.isfile(os.path.join(folder, "README.md")):  # as the parent: a card if the folder has none
+            card = populate_model_card(load_or_create_model_card(repo_id, token=token, is_pipeline=True))
+            card.save(os.path.join(folder, "README.md"))
+        return upload_folder(
+            repo_id=repo_id, folder_path=folder, token=token, create_pr=create_pr,
+            commit_message=commit_message or "Upload pipeline",
+        )  # fmt: skip
+
+    def _save_text_components_for_transformers_4_and_5(self, save_directory, **kwargs):
+        """Rewrites what transformers 5 saves into forms that transformers 4.x and 5.x both load the same.
+
+        transformers 5 saves a `CLIPTextModel` without the ``text_model.`` key prefix (4.x then loads
+        every weight randomly initialised, with a mere warning) and names tokenizers by classes 4.x
+        lacks (`TokenizersBackend`, a fast `CLIPTokenizer`). 5.x reads the prefixed keys and the
+        4.x names too. The text encoder's config also records float32, the dtype a plain load
+        gives the UNet, so that a plain load gives one dtype throughout (5.x would otherwise
+        load the text encoder in its saved dtype, 4.x and diffusers in float32).
+        """
+        import transformers
+
+        encoder_dir = os.path.join(save_directory, "text_encoder")
+        if isinstance(self.text_encoder, transformers.CLIPTextModel):
+            state_dict = self.text_encoder.state_dict()
+            if not all(key.startswith("text_model.") for key in state_dict):
+                state_dict = {key if key.startswith("text_model.") else "text_model." + key: value
+                              for key, value in state_dict.items()}  # fmt: skip
+                self.text_encoder.save_pretrained(
+                    encoder_dir,
+                    state_dict=state_dict,
+                    safe_serialization=kwargs.get("safe_serialization", True),
+                    variant=kwargs.get("variant"),
+                )
+        if self.text_encoder is not None and os.path.isfile(os.path.join(encoder_dir, "config.json")):
+            _update_json(os.path.join(encoder_dir, "config.json"),
+                         lambda config: config.update({key: "float32" for key in ("dtype", "torch_dtype") if key in config}))  # fmt: skip
+
+        name = type(self.tokenizer).__name__
+        if hasattr(transformers, "TokenizersBackend") and isinstance(self.tokenizer, transformers.TokenizersBackend):
+            # 4.x's PreTrainedTokenizerFast and its *Fast classes read the same tokenizer.json
+            name = "PreTrainedTokenizerFast" if name == "TokenizersBackend" else name
+            name = name + "Fast" if not name.endswith("Fast") and hasattr(transformers, name + "Fast") else name
+            _update_json(os.path.join(save_directory, "model_index.json"),
+                         lambda index: index.update(tokenizer=["transformers", name]))  # fmt: skip
+            _update_json(os.path.join(save_directory, "tokenizer", "tokenizer_config.json"),
+                         lambda config: config.update(tokenizer_class=name))  # fmt: skip
+        tokenizer_config = os.path.join(save_directory, "tokenizer", "tokenizer_config.json")
+        if os.path.isfile(tokenizer_config):  # options of the load that made the tokenizer, not of the tokenizer
+            _update_json(tokenizer_config, lambda config: [config.pop(key, None) for key in ("is_local", "local_files_only")])
 
     # ------------------------------------------------------------------ inputs
 
     def check_inputs(
-        self, prompt, batch_size, num_inference_steps, eta, guidance_scale, latents, prompt_embeds, generator,
-        callback_on_step_end_tensor_inputs,
+        self, prompt, batch_size, num_images_per_prompt, num_inference_steps, eta, guidance_scale, latents,
+        prompt_embeds, negative_prompt, negative_prompt_embeds, generator, callback_on_step_end_tensor_inputs,
     ):  # fmt: skip
+        # A scheduler may have been assigned after construction: check the one in use.
+        self.check_scheduler(self.scheduler)
         if prompt is not None and prompt_embeds is not None:
             raise ValueError("pass either `prompt` or `prompt_embeds`, not both")
         if prompt is not None:
-            prompts = [prompt] if isinstance(prompt, str) else prompt
-            if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-                raise ValueError(f"`prompt` must be a string or a list of strings, not {type(prompt).__name__}")
-            if not prompts:
-                raise ValueError("`prompt` is an empty list: pass at least one prompt, or None to sample unconditionally")
-            if any(not p.strip() for p in prompts):
-                raise ValueError("`prompt` holds an empty string: pass a digit such as 'seven' or '7'")
+            prompts = self._as_prompt_list(prompt, "prompt")
             if self.text_encoder is None or self.tokenizer is None:
                 raise ValueError(
                     "this pipeline has no text encoder (it was converted with `--text_encoder none`), so it samples "
                     "unconditionally only: call it with prompt=None, or convert again with a text encoder"
                 )
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive integer, not {batch_size!r}")
+        for name, value in (("batch_size", batch_size), ("num_images_per_prompt", num_images_per_prompt)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"`{name}` must be a positive integer, not {value!r}")
+        if num_images_per_prompt is None:
+            raise ValueError("`num_images_per_prompt` must be a positive integer, not None")
         max_steps = self.scheduler.config.num_train_timesteps
         if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= max_steps:
             raise ValueError(f"`num_inference_steps` must be an integer from 1 to {max_steps}, not {num_inference_steps!r}")
-        if eta < 0:
-            raise ValueError(f"`eta` must be >= 0 (0 is deterministic DDIM, 1 is DDPM-like), not {eta}")
-        if guidance_scale < 1:
-            raise ValueError(f"`guidance_scale` must be >= 1 (1 is the lesson's plain conditional sampling), not {guidance_scale}")
-        if guidance_scale > 1 and prompt is None and prompt_embeds is None:
+        if not self._is_real(eta) or not 0 <= eta <= 1:
+            raise ValueError(
+                f"`eta` must be a number from 0 to 1 (0 is deterministic DDIM, 1 has DDPM's variance), not {eta!r}: "
+                "above 1, DDIM's sigma_t exceeds sqrt(1 - alpha_prev) and the update's direction term "
+                "sqrt(1 - alpha_prev - sigma_t^2) is undefined"
+            )
+        if not self._is_real(guidance_scale) or guidance_scale < 0:
+            raise ValueError(
+                f"`guidance_scale` must be a finite number >= 0 (<= 1 disables guidance, as in Stable Diffusion), "
+                f"not {guidance_scale!r}"
+            )
+        conditional = prompt is not None or prompt_embeds is not None
+        if guidance_scale > 1 and not conditional:
             raise ValueError("`guidance_scale` > 1 needs a prompt: guidance pushes away from the unconditional output")
+        if (negative_prompt is not None or negative_prompt_embeds is not None) and not conditional:
+            raise ValueError("`negative_prompt` and `negative_prompt_embeds` need a `prompt` or `prompt_embeds`")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("pass either `negative_prompt` or `negative_prompt_embeds`, not both")
+        if negative_prompt is not None:
+            negatives = self._as_prompt_list(negative_prompt, "negative_prompt")
+            if prompt is not None and not isinstance(negative_prompt, str) and len(negatives) != len(prompts):
+                raise ValueError(
+                    f"got {len(negatives)} negative prompts for {len(prompts)} prompts: pass one, or one per prompt"
+                )
+        for name, tensor in (("latents", latents), ("prompt_embeds", prompt_embeds),
+                             ("negative_prompt_embeds", negative_prompt_embeds)):  # fmt: skip
+            if tensor is not None and not torch.isfinite(tensor).all():
+                raise ValueError(f"`{name}` holds NaN or infinite values: pass finite numbers")
+        if prompt_embeds is not None and prompt_embeds.ndim != 3:
+            raise ValueError(f"`prompt_embeds` must have shape (batch, tokens, width), not {tuple(prompt_embeds.shape)}")
+        if negative_prompt_embeds is not None and (
+            prompt_embeds is None or negative_prompt_embeds.shape != prompt_embeds.shape
+        ):
+            raise ValueError("`negative_prompt_embeds` must come with `prompt_embeds` of the same shape")
+        if batch_size is not None and conditional:
+            num_prompts = len(prompts) if prompt is not None else prompt_embeds.shape[0]
+            if batch_size != num_prompts:
+                raise ValueError(
+                    f"`batch_size` ({batch_size}) counts prompts when a prompt is given, and there are {num_prompts}: "
+                    "leave it out and use `num_images_per_prompt` for more images of each prompt"
+                )
         if isinstance(generator, list) and latents is not None:
             raise ValueError("pass either `latents` or a list of generators, not both")
         if callback_on_step_end_tensor_inputs is not None and not all(
             k in self._callback_tensor_inputs for k in callback_on_step_end_tensor_inputs
         ):
             raise ValueError(f"`callback_on_step_end_tensor_inputs` must be a subset of {self._callback_tensor_inputs}")
+
+    @staticmethod
+    def _is_real(value) -> bool:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+    @staticmethod
+    def _as_prompt_list(prompt, name: str) -> List[str]:
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"`{name}` must be a string or a list of strings, not {type(prompt).__name__}")
+        if not prompts:
+            raise ValueError(f"`{name}` is an empty list: pass at least one prompt, or None to sample unconditionally")
+        if any(not p.strip() for p in prompts):
+            raise ValueError(f"`{name}` holds an empty string: pass a digit such as 'seven' or '7'")
+        return prompts
 
     def accepted_words(self) -> Optional[List[str]]:
         """The prompt words the tokenizer knows, when its vocabulary is small enough to list."""
@@ -157,7 +323,7 @@ class MNistDDIMPipeline(DiffusionPipeline):
         specials = set(self.tokenizer.all_special_tokens)
         return sorted((w for w in self.tokenizer.get_vocab() if w not in specials), key=lambda w: (not w.isdigit(), w))
 
-    def encode_prompt(self, prompt: Union[str, List[str]], device: torch.device, num_images_per_prompt: int = 1):
+    def _encode_text(self, prompt: Union[str, List[str]], device: torch.device) -> torch.Tensor:
         """The lesson's context: ``last_hidden_state`` of prompts padded to max length, no attention mask."""
         prompts = [p.strip().lower() for p in ([prompt] if isinstance(prompt, str) else prompt)]
         ids = self.tokenizer(
@@ -172,8 +338,49 @@ class MNistDDIMPipeline(DiffusionPipeline):
             if unknown:
                 words = self.accepted_words()
                 raise ValueError(f"unknown words in prompts {unknown}; this model knows {words}")
-        embeds = self.text_encoder(ids.to(device)).last_hidden_state
-        return embeds.repeat_interleave(num_images_per_prompt, dim=0)
+        return self.text_encoder(ids.to(device)).last_hidden_state
+
+    def encode_prompt(
+        self,
+        prompt: Optional[Union[str, List[str]]],
+        device: torch.device,
+        num_images_per_prompt: int = 1,
+        do_classifier_free_guidance: bool = False,
+        negative_prompt: Optional[Union[str, List[str]]] = None,
+        prompt_embeds: Optional[torch.Tensor] = None,
+        negative_prompt_embeds: Optional[torch.Tensor] = None,
+    ):
+        r"""
+        Encodes the prompt into the network's context, as Stable Diffusion's `encode_prompt`.
+
+        Args:
+            prompt (`str` or `List[str]`, *optional*): prompts to encode (or pass `prompt_embeds`).
+            device (`torch.device`): where the embeddings go.
+            num_images_per_prompt (`int`, defaults to 1): copies of each prompt's embedding, kept adjacent.
+            do_classifier_free_guidance (`bool`, defaults to `False`): also return the negative context.
+            negative_prompt (`str` or `List[str]`, *optional*): what guidance steers away from; without it
+                (and without `negative_prompt_embeds`) the lesson's zero context, the one it was trained to drop to.
+            prompt_embeds (`torch.Tensor`, *optional*): precomputed contexts (B, tokens, width).
+            negative_prompt_embeds (`torch.Tensor`, *optional*): precomputed negative contexts, shaped as
+                `prompt_embeds`.
+
+        Returns:
+            `(prompt_embeds, negative_prompt_embeds)`: the second is `None` without guidance.
+        """
+        if prompt_embeds is None:
+            prompt_embeds = self._encode_text(prompt, device)
+        num_prompts = prompt_embeds.shape[0]
+        dtype = self.unet.dtype if self.unet is not None else prompt_embeds.dtype
+        prompt_embeds = prompt_embeds.to(device=device, dtype=dtype).repeat_interleave(num_images_per_prompt, dim=0)
+        if not do_classifier_free_guidance:
+            return prompt_embeds, None
+        if negative_prompt_embeds is None and negative_prompt is not None:
+            negatives = [negative_prompt] * num_prompts if isinstance(negative_prompt, str) else negative_prompt
+            negative_prompt_embeds = self._encode_text(negatives, device)
+        if negative_prompt_embeds is None:
+            return prompt_embeds, torch.zeros_like(prompt_embeds)
+        negative_prompt_embeds = negative_prompt_embeds.to(device=device, dtype=dtype)
+        return prompt_embeds, negative_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
 
     def prepare_latents(self, batch_size, dtype, device, generator, latents=None):
         config = self.unet.config
@@ -181,10 +388,13 @@ class MNistDDIMPipeline(DiffusionPipeline):
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"got {len(generator)} generators for {batch_size} images: pass one per image")
         if latents is None:
-            return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        if tuple(latents.shape) != shape:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
             raise ValueError(f"`latents` must have shape {shape}, not {tuple(latents.shape)}")
-        return latents.to(device=device, dtype=dtype)
+        else:
+            latents = latents.to(device=device, dtype=dtype)
+        # The scheduler's starting noise level: 1 for DDIM (so the lesson's x_T), ~sigma_max for Euler and Heun.
+        return latents * self.scheduler.init_noise_sigma
 
     def prepare_extra_step_kwargs(self, generator, eta):
         # Not every scheduler takes eta (DDIM's sigma scale) or a generator.
@@ -221,7 +431,7 @@ class MNistDDIMPipeline(DiffusionPipeline):
         Returns:
             `torch.Tensor`: the latents x_T, float32, on the execution device.
         """
-        self.check_inputs(prompt, images.shape[0], num_inference_steps, 0.0, 1.0, None, prompt_embeds, None, None)
+        self.check_inputs(prompt, None, 1, num_inference_steps, 0.0, 1.0, None, prompt_embeds, None, None, None, None)
         if "timestep_spacing" not in self.scheduler.config or "set_alpha_to_one" not in self.scheduler.config:
             raise ValueError(f"invert() needs a DDIM scheduler, not {type(self.scheduler).__name__}")
         device = self._execution_device
@@ -229,7 +439,7 @@ class MNistDDIMPipeline(DiffusionPipeline):
         if isinstance(prompt, list) and len(prompt) != batch_size:
             raise ValueError(f"got {len(prompt)} prompts for {batch_size} images: pass one prompt, or one per image")
         if prompt is not None:
-            prompt_embeds = self.encode_prompt(prompt, device, batch_size if isinstance(prompt, str) else 1)
+            prompt_embeds, _ = self.encode_prompt(prompt, device, batch_size if isinstance(prompt, str) else 1)
         if prompt_embeds is not None:
             context = prompt_embeds.to(device=device, dtype=self.unet.dtype)
         else:
@@ -253,7 +463,7 @@ class MNistDDIMPipeline(DiffusionPipeline):
         self,
         prompt: Optional[Union[str, List[str]]] = None,
         num_images_per_prompt: int = 1,
-        batch_size: int = 1,
+        batch_size: Optional[int] = None,
         num_inference_steps: int = 50,
         eta: float = 0.0,
         guidance_scale: float = 1.0,
@@ -264,6 +474,8 @@ class MNistDDIMPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Optional[Callable[[Any, int, int, Dict], Dict]] = None,
         callback_on_step_end_tensor_inputs: Optional[List[str]] = None,
+        negative_prompt: Optional[Union[str, List[str]]] = None,
+        negative_prompt_embeds: Optional[torch.Tensor] = None,
     ):
         r"""
         Samples digits with DDIM (Lesson 6: equation 12 of the DDIM paper, no clipping).
@@ -273,32 +485,42 @@ class MNistDDIMPipeline(DiffusionPipeline):
                 Digits to draw, as words or numerals ("seven", "7"); lowercased and stripped. `None`
                 samples unconditionally with the lesson's zero context.
             num_images_per_prompt (`int`, *optional*, defaults to 1):
-                Images per prompt.
-            batch_size (`int`, *optional*, defaults to 1):
-                Number of images when sampling unconditionally.
+                Images per prompt (per `prompt_embeds` row); unconditionally, images per `batch_size`.
+            batch_size (`int`, *optional*):
+                Without a prompt: the number of images (times `num_images_per_prompt`), default 1.
+                With a prompt it counts prompts, as in Stable Diffusion: it may be left out, and is
+                refused unless it equals the number of prompts (use `num_images_per_prompt` for more).
             num_inference_steps (`int`, *optional*, defaults to 50):
                 DDIM steps S, at the stride 1000 // S from 0 and walked backwards: for S dividing 1000
                 exactly Lesson 6's `range(0, 1000, 1000 // S)`; otherwise that range has a few more entries.
             eta (`float`, *optional*, defaults to 0.0):
-                DDIM's eta: 0 is deterministic (the lesson), 1 has DDPM's posterior variance.
+                DDIM's eta, from 0 to 1: 0 is deterministic (the lesson), 1 has DDPM's posterior variance.
             guidance_scale (`float`, *optional*, defaults to 1.0):
-                1 is the lesson's conditional sampling; above 1, classifier-free guidance against
-                the zero context (the lesson dropped the context in 25% of training batches).
+                Classifier-free guidance weight w: eps = eps(negative) + w * (eps(prompt) - eps(negative)).
+                Values <= 1 disable guidance (1 is the lesson's plain conditional sampling), as in Stable Diffusion.
             generator (`torch.Generator` or `List[torch.Generator]`, *optional*):
                 Seeds the latents (and eta > 0 noise). A list gives each image its own generator, so
                 an image depends on its seed only, not on the batch size.
             latents (`torch.Tensor`, *optional*):
-                x_T of shape (batch, in_channels, 32, 32); the same latents always give the same images.
+                x_T of shape (images, in_channels, 32, 32); the same latents always give the same images.
+                Scaled by the scheduler's `init_noise_sigma` (1 for DDIM).
             prompt_embeds (`torch.Tensor`, *optional*):
                 Precomputed contexts (B, tokens, cross_attention_dim), e.g. interpolated prompts.
             output_type (`str`, *optional*, defaults to `"pil"`):
-                `"pil"`, `"np"` (N, H, W, C) or `"pt"` (N, C, H, W); values in [0, 1].
+                `"pil"`, `"np"` (N, H, W, C) or `"pt"` (N, C, H, W) with values in [0, 1]; or `"latent"`:
+                the final x_0 as the scheduler left it, (N, C, H, W) in about [-1, 1], unclamped.
             return_dict (`bool`, *optional*, defaults to `True`):
                 Return an [`~pipelines.ImagePipelineOutput`] rather than a tuple.
             callback_on_step_end (`Callable`, *optional*):
-                Called as `callback_on_step_end(self, step, timestep, callback_kwargs)` after each step.
+                Called as `callback_on_step_end(self, step, timestep, callback_kwargs)` after each step;
+                tensors it returns replace the pipeline's (diffusers' `SDCFGCutoffCallback` works).
             callback_on_step_end_tensor_inputs (`List[str]`, *optional*):
-                Tensors passed in `callback_kwargs`, among `latents` and `prompt_embeds`.
+                Tensors passed in `callback_kwargs`, among `latents`, `prompt_embeds` and `negative_prompt_embeds`.
+            negative_prompt (`str` or `List[str]`, *optional*):
+                What guidance steers away from (one, or one per prompt); used only when `guidance_scale` > 1.
+                Without it, guidance is against the lesson's zero context.
+            negative_prompt_embeds (`torch.Tensor`, *optional*):
+                Precomputed negative contexts, shaped as `prompt_embeds`.
 
         Examples:
 
@@ -306,26 +528,30 @@ class MNistDDIMPipeline(DiffusionPipeline):
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the images.
         """
         # 1. Check inputs
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         self.check_inputs(
-            prompt, batch_size, num_inference_steps, eta, guidance_scale, latents, prompt_embeds, generator,
-            callback_on_step_end_tensor_inputs,
+            prompt, batch_size, num_images_per_prompt, num_inference_steps, eta, guidance_scale, latents,
+            prompt_embeds, negative_prompt, negative_prompt_embeds, generator, callback_on_step_end_tensor_inputs,
         )  # fmt: skip
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', not {output_type!r}")
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise ValueError(f"`output_type` must be 'pil', 'np', 'pt' or 'latent', not {output_type!r}")
+        self._guidance_scale = guidance_scale
+        self._interrupt = False
         device = self._execution_device
 
-        # 2. Encode the prompt; the unconditional context is zeros, which the network's bias-free
-        #    key/value projections turn into the same output at any token count.
-        if prompt is not None:
-            prompt_embeds = self.encode_prompt(prompt, device, num_images_per_prompt)
-        if prompt_embeds is not None:
-            batch_size = prompt_embeds.shape[0]
-            prompt_embeds = prompt_embeds.to(device=device, dtype=self.unet.dtype)
-            context = prompt_embeds
-            if guidance_scale > 1:
-                context = torch.cat([torch.zeros_like(prompt_embeds), prompt_embeds])
+        # 2. Encode the prompt. Unconditionally the context is the lesson's zeros, which the network's
+        #    bias-free key/value projections turn into the same output at any token count.
+        if prompt is None and prompt_embeds is None:
+            num_images = (batch_size or 1) * num_images_per_prompt
+            width = self.unet.config.cross_attention_dim
+            prompt_embeds = torch.zeros(num_images, 1, width, device=device, dtype=self.unet.dtype)
         else:
-            context = torch.zeros(batch_size, 1, self.unet.config.cross_attention_dim, device=device, dtype=self.unet.dtype)
+            prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+                prompt, device, num_images_per_prompt, self.do_classifier_free_guidance, negative_prompt,
+                prompt_embeds, negative_prompt_embeds,
+            )  # fmt: skip
+            num_images = prompt_embeds.shape[0]
 
         # 3. Timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -333,17 +559,21 @@ class MNistDDIMPipeline(DiffusionPipeline):
         self._num_timesteps = len(timesteps)
 
         # 4. Latents stay float32 whatever the UNet's dtype: the update needs the precision.
-        latents = self.prepare_latents(batch_size, torch.float32, device, generator, latents)
+        latents = self.prepare_latents(num_images, torch.float32, device, generator, latents)
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
 
-        # 5. Denoising loop
+        # 5. Denoising loop (guidance is read every step: a callback may switch it off)
         for i, t in enumerate(self.progress_bar(timesteps)):
-            model_input = torch.cat([latents] * 2) if guidance_scale > 1 else latents
+            if self.interrupt:
+                continue
+            guided = self.do_classifier_free_guidance
+            context = torch.cat([negative_prompt_embeds, prompt_embeds]) if guided else prompt_embeds
+            model_input = torch.cat([latents] * 2) if guided else latents
             model_input = self.scheduler.scale_model_input(model_input, t).to(self.unet.dtype)
             noise_pred = self.unet(model_input, t, encoder_hidden_states=context).sample.float()
-            if guidance_scale > 1:
-                noise_uncond, noise_text = noise_pred.chunk(2)
-                noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
+            if guided:
+                noise_negative, noise_text = noise_pred.chunk(2)
+                noise_pred = noise_negative + self.guidance_scale * (noise_text - noise_negative)
             latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 callback_kwargs = {}
@@ -351,15 +581,19 @@ class MNistDDIMPipeline(DiffusionPipeline):
                     callback_kwargs[k] = locals()[k]
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                 latents = callback_outputs.pop("latents", latents)
+                prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
+                negative_prompt_embeds = callback_outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
 
         # 6. Post-process: x in [-1, 1] -> [0, 1]
-        images = (latents / 2 + 0.5).clamp(0, 1)
-        if output_type != "pt":
-            images = images.permute(0, 2, 3, 1).cpu().numpy()
-            if output_type == "pil":
-                images = self.numpy_to_pil(images)
+        if output_type == "latent":
+            images = latents
+        else:
+            images = (latents / 2 + 0.5).clamp(0, 1)
+            if output_type != "pt":
+                images = images.permute(0, 2, 3, 1).cpu().numpy()
+                if output_type == "pil":
+                    images = self.numpy_to_pil(images)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
-

@@ -16,10 +16,15 @@ res blocks per level) except in three places a stock config cannot express:
 Exactly these modules are swapped after the stock constructor; the parent's
 ``forward`` runs unchanged, so attention processors, SDPA, ``torch.compile``, CPU
 offload, LoRA loaders and fp16/bf16 behave as for any diffusers UNet. Also, the
-lesson's ``conv_in``/``conv_out`` have no bias and its sinusoid divides by
-``half - 1`` (``freq_shift=1``) with [sin, cos] order (``flip_sin_to_cos=False``).
+lesson's ``conv_in``/``conv_out`` have no bias, and ``time_proj`` is swapped for
+:class:`LessonTimestepSinusoid`, the lesson's float32 arithmetic of the same formula as
+diffusers' ``Timesteps`` with ``freq_shift=1``, ``flip_sin_to_cos=False`` (which the config
+still records).
 """
 
+import math
+
+import torch
 from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.resnet import ResnetBlock2D, Upsample2D
@@ -27,6 +32,26 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
 
 CHANNEL_MULTIPLIERS = (1, 2, 2, 2)
+
+
+class LessonTimestepSinusoid(nn.Module):
+    """[sin, cos] of t * exp(-ln(10000) * i / (half - 1)), computed in the lesson's order.
+
+    diffusers' ``Timesteps`` multiplies ``-ln(10000) * i`` first and divides by ``half - 1``
+    after; the lesson divides first. In float32 the frequencies then differ in the last bit,
+    which t ~ 999 turns into embedding errors of up to 3.1e-5. This module is bit-exact.
+    """
+
+    def __init__(self, num_channels: int):
+        super().__init__()
+        self.num_channels = num_channels
+
+    def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
+        half = self.num_channels // 2
+        frequencies = torch.exp(torch.arange(half, device=timesteps.device) * -(math.log(10000) / (half - 1)))
+        # float32 as the lesson's float timesteps (diffusers passes Python floats as float64)
+        angles = timesteps[:, None].float() * frequencies[None, :]
+        return torch.cat((angles.sin(), angles.cos()), dim=-1)
 
 
 class MNistUNet2DConditionModel(UNet2DConditionModel):
@@ -101,6 +126,7 @@ class MNistUNet2DConditionModel(UNet2DConditionModel):
         self.up_blocks[2].attentions[2] = transformer(base)
         self.up_blocks[2].upsamplers[0] = Upsample2D(base, use_conv=True, out_channels=base)
         self.up_blocks[3].resnets[0] = resnet(base + base, base)
+        self.time_proj = LessonTimestepSinusoid(base)
         self.conv_in = nn.Conv2d(in_channels, base, kernel_size=3, padding=1, bias=False)
         self.conv_out = nn.Conv2d(base, out_channels, kernel_size=3, padding=1, bias=False)
 
@@ -111,3 +137,8 @@ class MNistUNet2DConditionModel(UNet2DConditionModel):
         stock_keys = cls._get_init_keys(UNet2DConditionModel) - cls._get_init_keys(cls)
         config_dict = {k: v for k, v in config_dict.items() if k not in stock_keys}
         return super().extract_init_dict(config_dict, **kwargs)
+
+    def set_attention_slice(self, slice_size="auto"):
+        # "auto" halves each layer's head count, and every transformer here has one head: 1 // 2 = 0
+        # would divide by zero. One head can only be sliced one at a time, which is "max".
+        super().set_attention_slice("max" if slice_size == "auto" else slice_size)
