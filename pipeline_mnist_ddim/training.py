@@ -17,11 +17,14 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from diffusers.training_utils import EMAModel
 
 from .data import load_mnist
 from .image_grid import save_grid
@@ -128,22 +131,29 @@ def train(config: TrainConfig) -> str:
     unet = LessonUNet(config.base_channels, config.channels, config.channels, context_dim, config.dropout, config.sdpa)
     diffusion = LessonDiffusion(unet)
     optimizer = torch.optim.Adam(diffusion.parameters(), lr=config.learning_rate, betas=(0.9, 0.99))
-    ema = copy.deepcopy(unet).requires_grad_(False).eval() if config.ema_decay > 0 else None
 
     if config.init_weights:
         diffusion.load_state_dict(load_weights(config.init_weights))
         logger.info("initialised the network from %s", config.init_weights)
     step = 0
+    ema_weights = unet
     resume = _latest_checkpoint(config.output_dir) if config.resume == "latest" else config.resume
     if resume:
         checkpoint = torch.load(resume, map_location="cpu", weights_only=True)
         diffusion.load_state_dict(checkpoint["model_state_dict"])
         optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
-        if ema is not None and "ema_state_dict" in checkpoint:
-            ema.load_state_dict({k.removeprefix("_unet."): v for k, v in checkpoint["ema_state_dict"].items()})
+        if "ema_state_dict" in checkpoint:
+            ema_weights = copy.deepcopy(unet)
+            ema_weights.load_state_dict({k.removeprefix("_unet."): v for k, v in checkpoint["ema_state_dict"].items()})
         step = checkpoint["step"]
         logger.info("resumed from %s at step %d", resume, step)
-    if ema is not None:
+    ema = None
+    if config.ema_decay > 0:
+        from diffusers.training_utils import EMAModel
+
+        # diffusers' warm-up, min(decay, (1 + n) / (10 + n)) at update n, whose first update (n = 0) copies the weights.
+        ema = EMAModel(ema_weights.parameters(), decay=config.ema_decay, foreach=True)
+        ema.optimization_step = step  # a resumed run continues the warm-up where it stopped
         ema.to(device)
 
     diffusion, optimizer = accelerator.prepare(diffusion, optimizer)
@@ -165,12 +175,7 @@ def train(config: TrainConfig) -> str:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
-            # Warm-up as diffusers' EMAModel: early on, the average must not keep the random init.
-            decay = min(config.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                torch._foreach_lerp_(
-                    list(ema.parameters()), list(accelerator.unwrap_model(diffusion)._unet.parameters()), 1 - decay
-                )
+            ema.step(accelerator.unwrap_model(diffusion)._unet.parameters())
         step += 1
         progress.update(1)
         if step % 25 == 0:
@@ -178,15 +183,27 @@ def train(config: TrainConfig) -> str:
 
         out_of_time = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
         done = step >= config.num_training_steps or out_of_time
-        if accelerator.is_main_process and (step % config.save_every == 0 or done):
-            last_path = _save_checkpoint(config, accelerator.unwrap_model(diffusion), optimizer, ema, step, loss)
-        if accelerator.is_main_process and config.sample_every and (step % config.sample_every == 0 or done):
-            _sample_grids(config, ema or accelerator.unwrap_model(diffusion)._unet, prompt_table, step)
+        saving = step % config.save_every == 0 or done
+        sampling = config.sample_every and (step % config.sample_every == 0 or done)
+        if accelerator.is_main_process and (saving or sampling):
+            unet = accelerator.unwrap_model(diffusion)._unet
+            ema_unet = _with_weights(unet, ema) if ema is not None else None
+            if saving:
+                last_path = _save_checkpoint(config, accelerator.unwrap_model(diffusion), optimizer, ema_unet, step, loss)
+            if sampling:
+                _sample_grids(config, ema_unet or unet, prompt_table, step)
         if out_of_time:
             logger.info("stopping at step %d: the %.1f-minute budget is spent", step, config.max_minutes)
             break
     progress.close()
     return last_path
+
+
+def _with_weights(unet: torch.nn.Module, ema: "EMAModel") -> torch.nn.Module:
+    """A frozen copy of ``unet`` holding the EMA's averaged weights."""
+    averaged = copy.deepcopy(unet).requires_grad_(False).eval()
+    ema.copy_to(averaged.parameters())
+    return averaged
 
 
 def _save_checkpoint(config, diffusion, optimizer, ema, step, loss) -> str:

@@ -59,6 +59,18 @@ def test_checkpoint_converts_from_its_weights_or_their_ema(trained, use_ema):
     assert meta["step"] == 2
 
 
+def test_ema_first_copies_the_weights_then_warms_up_to_its_decay(trained):
+    """EMA update n (0-based) keeps d_n = min(decay, (1 + n) / (10 + n)) of the average, d_0 = 0."""
+    folder, _ = trained
+    first, second = (torch.load(folder / "run" / f"gaussian_diffusion_ddpm-{step}.pt", weights_only=True)
+                     for step in (1, 2))  # fmt: skip
+    decay = min(0.99, (1 + 1) / (10 + 1))  # tiny_config's ema_decay, still warming up at update 1
+    for key, weights in second["model_state_dict"].items():
+        assert torch.equal(first["ema_state_dict"][key], first["model_state_dict"][key])
+        expected = decay * first["ema_state_dict"][key] + (1 - decay) * weights
+        assert (second["ema_state_dict"][key] - expected).abs().max() <= 1e-6, key
+
+
 def test_resume_continues_from_the_latest_step(tmp_path, tiny_dataset):
     train(tiny_config(tmp_path, tiny_dataset))
     path = train(tiny_config(tmp_path, tiny_dataset, num_training_steps=3, resume="latest"))
