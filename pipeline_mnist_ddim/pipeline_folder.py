@@ -8,43 +8,40 @@ import os
 import shutil
 import tempfile
 import warnings
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import DEFAULT_PIPELINE_DIR
 from .cli import check_writable_location
 from .pipeline_mnist_ddim import MNistDDIMPipeline
 
-MODEL_CARD = """---
-library_name: diffusers
-pipeline_tag: {pipeline_tag}
-license: {license}
-tags:
-- diffusers
-- ddim
-- mnist
-- mindiffusion
-- custom-pipeline
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard
+
+CARD_TAGS = ["diffusers", "ddim", "mnist", "mindiffusion", "custom-pipeline"]
+# A Jinja template (huggingface_hub.ModelCard.from_template); `card_data` is the YAML front matter.
+MODEL_CARD_TEMPLATE = """---
+{{ card_data }}
 ---
 
-# {title}
+# {{ title }}
 
 A Lesson 5e network of the [mindiffusion](https://github.com/swookey-thinky/mindiffusion) course
 (a text-conditional MNIST DDPM), converted to diffusers, sampled with Lesson 6's 50-step DDIM.
 
-- Source checkpoint: `{checkpoint}` (training step {step}{loss})
-- Network: base width {base_channels}, {in_channels} channel(s), context dimension {cross_attention_dim}
-- Text encoder: {text_encoder}
+- Source checkpoint: `{{ checkpoint }}` (training step {{ step }}{{ loss }})
+- Network: base width {{ base_channels }}, {{ in_channels }} channel(s), context dimension {{ cross_attention_dim }}
+- Text encoder: {{ text_encoder }}
 - Scheduler: `DDIMScheduler` with the lesson's float64 linear betas, `timestep_spacing="leading"`,
   `steps_offset=0`, `set_alpha_to_one=True`, `clip_sample=False`
 
-{details}
+{{ details }}
 
 ## Use
 
 ```py
 import torch
 from diffusers import DiffusionPipeline
-{load}
+{{ load }}
 images = pipe(prompt=["seven", "3"], num_inference_steps=50, eta=0.0,
               generator=torch.Generator().manual_seed(42)).images
 unconditional = pipe(batch_size=8).images
@@ -53,7 +50,8 @@ unconditional = pipe(batch_size=8).images
 The folder holds its own code (`pipeline_mnist_ddim.py`, `unet/unet_mnist.py`), hence
 `trust_remote_code=True`. Offline with a Hub id already in the cache, resolve it first:
 `DiffusionPipeline.from_pretrained(huggingface_hub.snapshot_download(repo_id, local_files_only=True), trust_remote_code=True)`.
-"""
+
+"""  # Jinja drops the last newline: the card still ends with one
 
 
 class OutputFolderError(ValueError):
@@ -64,12 +62,20 @@ PIPELINE_CLASS = [os.path.splitext(os.path.basename(inspect.getsourcefile(MNistD
 
 
 def model_card(pipe: MNistDDIMPipeline, checkpoint: str, meta: dict, text_encoder: str, repo: Optional[str] = None,
-               details: str = "", license: str = "mit") -> str:  # fmt: skip
+               details: str = "", license: str = "mit") -> "ModelCard":  # fmt: skip
+    from huggingface_hub import ModelCard, ModelCardData
+
     config = pipe.unet.config
     loss = f", loss {meta['loss']:.4f}" if isinstance(meta.get("loss"), float) and math.isfinite(meta["loss"]) else ""
-    return MODEL_CARD.format(
+    card_data = ModelCardData(
+        library_name="diffusers",
         pipeline_tag="text-to-image" if pipe.text_encoder is not None else "unconditional-image-generation",
         license=license,
+        tags=CARD_TAGS,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_str=MODEL_CARD_TEMPLATE,
         title=f"MNIST DDIM (Lesson 5e -> diffusers), base width {config.base_channels}",
         checkpoint=os.path.basename(checkpoint),
         step=meta["step"] if isinstance(meta.get("step"), int) else "unknown",  # never raw text from a file
@@ -177,7 +183,7 @@ def check_output_dir(output_dir: str, overwrite: bool, keep: Sequence[str] = ())
         raise OutputFolderError(f"{output_dir} holds the input {inputs[0]}: --overwrite would delete it")
 
 
-def save_pipeline_folder(pipe: MNistDDIMPipeline, output_dir: str, card: Optional[str] = None,
+def save_pipeline_folder(pipe: MNistDDIMPipeline, output_dir: str, card: Optional["ModelCard"] = None,
                          overwrite: bool = False, keep: Sequence[str] = ()) -> str:  # fmt: skip
     """Saves into a temporary sibling folder, then renames it into place: no partial output, ever.
 
@@ -197,8 +203,7 @@ def save_pipeline_folder(pipe: MNistDDIMPipeline, output_dir: str, card: Optiona
     try:
         pipe.save_pretrained(staging, safe_serialization=True)
         if card is not None:
-            with open(os.path.join(staging, "README.md"), "w") as f:
-                f.write(card)
+            card.save(os.path.join(staging, "README.md"))
         if replacing and is_our_pipeline_folder(output_dir):  # still ours: retire it until the new one is in place
             retired = staging + "-old"
             os.rename(output_dir, retired)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def card_for(pipe, repo):
-    return model_card(pipe, "gaussian_diffusion_ddpm-100.pt", {"step": 100}, "none", repo=repo)
+    return str(model_card(pipe, "gaussian_diffusion_ddpm-100.pt", {"step": 100}, "none", repo=repo))
 
 
 def loading_code(card: str) -> str:
