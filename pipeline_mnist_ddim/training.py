@@ -66,15 +66,15 @@ def _atomic_torch_save(obj, path: str) -> None:
 
 
 def load_weights(paths: str) -> dict:
-    """A network state dict (keys under ``_unet.``) from a lesson .pt or safetensors shards."""
+    """The network's weights (lesson names, no ``_unet.`` prefix) from a lesson .pt or safetensors shards.
+
+    Each file is read and checked as the converter reads it (``conversion.read_checkpoint``).
+    """
+    from .conversion import read_checkpoint  # imports diffusers: only when needed
+
     state_dict = {}
     for path in paths.split(","):
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state_dict.update(load_file(path))
-        else:
-            state_dict.update(torch.load(path, map_location="cpu", weights_only=True)["model_state_dict"])
+        state_dict.update(read_checkpoint(path)[0])
     return state_dict
 
 
@@ -133,18 +133,20 @@ def train(config: TrainConfig) -> str:
     optimizer = torch.optim.Adam(diffusion.parameters(), lr=config.learning_rate, betas=(0.9, 0.99))
 
     if config.init_weights:
-        diffusion.load_state_dict(load_weights(config.init_weights))
+        unet.load_state_dict(load_weights(config.init_weights))
         logger.info("initialised the network from %s", config.init_weights)
     step = 0
     ema_weights = unet
     resume = _latest_checkpoint(config.output_dir) if config.resume == "latest" else config.resume
     if resume:
-        checkpoint = torch.load(resume, map_location="cpu", weights_only=True)
-        diffusion.load_state_dict(checkpoint["model_state_dict"])
-        optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
-        if "ema_state_dict" in checkpoint:
+        from .conversion import read_training_state
+
+        checkpoint = read_training_state(resume)
+        unet.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if checkpoint["ema"] is not None:
             ema_weights = copy.deepcopy(unet)
-            ema_weights.load_state_dict({k.removeprefix("_unet."): v for k, v in checkpoint["ema_state_dict"].items()})
+            ema_weights.load_state_dict(checkpoint["ema"])
         step = checkpoint["step"]
         logger.info("resumed from %s at step %d", resume, step)
     ema = None

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline_mnist_ddim.conversion import read_checkpoint, unet_from_lesson_state_dict
+from pipeline_mnist_ddim.conversion import CheckpointError, read_checkpoint, unet_from_lesson_state_dict
 from pipeline_mnist_ddim.training import TrainConfig, train
 
 
@@ -77,6 +77,30 @@ def test_resume_continues_from_the_latest_step(tmp_path, tiny_dataset):
     assert torch.load(path, weights_only=True)["step"] == 3
     kept = sorted(p for p in os.listdir(tmp_path / "run") if p.endswith(".pt"))
     assert kept == ["gaussian_diffusion_ddpm-2.pt", "gaussian_diffusion_ddpm-3.pt"]  # keep_last=2
+
+
+def test_resume_refuses_a_checkpoint_with_non_finite_weights(tmp_path, tiny_dataset):
+    path = train(tiny_config(tmp_path, tiny_dataset, num_training_steps=1))
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["model_state_dict"]["_unet.initial_convolution.weight"][0] = float("nan")
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match=r"NaN or infinite values in \[_unet.initial_convolution.weight\]"):
+        train(tiny_config(tmp_path, tiny_dataset, num_training_steps=2, resume=path))
+
+
+def test_resume_refuses_weights_without_an_optimizer_state(tmp_path, tiny_dataset, trained):
+    bare = tmp_path / "weights.pt"
+    torch.save(torch.load(trained[1], weights_only=True)["model_state_dict"], bare)
+    with pytest.raises(CheckpointError, match="cannot be resumed; start from its weights with --init_weights"):
+        train(tiny_config(tmp_path, tiny_dataset, resume=str(bare)))
+
+
+def test_init_weights_are_checked_as_the_converter_checks_them(tmp_path, tiny_dataset, trained):
+    weights = torch.load(trained[1], weights_only=True)["model_state_dict"]
+    weights["_unet.initial_convolution.weight"] = weights["_unet.initial_convolution.weight"].long()
+    torch.save(weights, tmp_path / "weights.pt")
+    with pytest.raises(CheckpointError, match="non-floating-point weights"):
+        train(tiny_config(tmp_path, tiny_dataset, init_weights=str(tmp_path / "weights.pt")))
 
 
 def test_three_channel_training(tmp_path, tiny_dataset):
