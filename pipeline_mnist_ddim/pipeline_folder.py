@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import DEFAULT_PIPELINE_DIR
 from .cli import check_writable_location
+from .files import is_hub_id
 from .pipeline_mnist_ddim import MNistDDIMPipeline
 
 if TYPE_CHECKING:
@@ -93,10 +94,9 @@ def _load_snippet(repo: Optional[str]) -> str:
     """The card's loading line(s): a Hub id as is; a local folder by a path that works from any directory."""
     if repo is None:
         return '\npipe = DiffusionPipeline.from_pretrained("path/to/folder", trust_remote_code=True)'
-    # The card is written before the folder: "out/mnist" is local if "out" exists here.
-    looks_local = (os.path.isabs(repo) or repo.startswith(".") or repo.count("/") != 1 or os.path.exists(repo)
-                   or os.path.isdir(repo.split("/")[0]))  # fmt: skip
-    if not looks_local:
+    # A bare name is an output folder here (uploads are named 'user/name'). The card is written
+    # before the folder: "out/mnist" is local if "out" exists here.
+    if is_hub_id(repo) and repo.count("/") == 1 and not os.path.isdir(repo.split("/")[0]):
         return f'\npipe = DiffusionPipeline.from_pretrained("{repo}", trust_remote_code=True)'
     if os.path.abspath(repo) == os.path.abspath(DEFAULT_PIPELINE_DIR):
         return (
@@ -122,10 +122,9 @@ def load_pipeline_folder(source: Optional[str] = None, dtype=None):
     from diffusers import DiffusionPipeline
 
     source = source or DEFAULT_PIPELINE_DIR
-    looks_local = os.path.isabs(source) or source.startswith(".") or source.count("/") > 1 or "\\" in source
     if os.path.isdir(source) and not os.path.isfile(os.path.join(source, "model_index.json")):
         raise OSError(f"{source} is a folder but not a pipeline folder (it has no model_index.json)")
-    if looks_local and not os.path.isdir(source):  # else the Hub client answers with a puzzling repo-id error
+    if not os.path.isdir(source) and not is_hub_id(source):  # else the Hub client answers with a puzzling error
         raise OSError(f"no pipeline folder at {source}")
     with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; the old name works in all
         warnings.simplefilter("ignore", FutureWarning)

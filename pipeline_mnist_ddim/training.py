@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from diffusers.training_utils import EMAModel
 
 from .data import load_mnist
+from .files import atomic_path
 from .image_grid import save_grid
 from .lesson import TEXT_LABELS
 from .reference import LessonDiffusion, LessonUNet, ddim_sample
@@ -59,12 +60,6 @@ class TrainConfig:
     init_weights: Optional[str] = None  # start from these network weights (.pt or .safetensors, comma-separated)
 
 
-def _atomic_torch_save(obj, path: str) -> None:
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def load_weights(paths: str) -> dict:
     """The network's weights (lesson names, no ``_unet.`` prefix) from a lesson .pt or safetensors shards.
 
@@ -85,15 +80,14 @@ def _latest_checkpoint(folder: str) -> Optional[str]:
 
 
 def _load_text_encoder(config: TrainConfig, folder: str):
-    from transformers import AutoTokenizer, CLIPTextModel
+    from .text_encoder import TextEncoderError, build_text_encoder, load_text_encoder
 
     if config.text_encoder == "default":
-        from .text_encoder import build_text_encoder
-
         text_encoder, tokenizer = build_text_encoder()
     else:
-        text_encoder = CLIPTextModel.from_pretrained(config.text_encoder)
-        tokenizer = AutoTokenizer.from_pretrained(config.text_encoder)
+        text_encoder, tokenizer = load_text_encoder(config.text_encoder)  # checked as the converter checks it
+        if text_encoder is None:
+            raise TextEncoderError("training needs a text encoder: pass 'default', a Hub id or a folder, not 'none'")
     # Saved beside the checkpoints: the converter takes it with --text_encoder.
     if not os.path.isdir(folder):
         text_encoder.save_pretrained(folder)
@@ -218,7 +212,8 @@ def _save_checkpoint(config, diffusion, optimizer, ema, step, loss) -> str:
     if ema is not None:
         checkpoint["ema_state_dict"] = {f"_unet.{k}": v for k, v in ema.state_dict().items()}
     path = os.path.join(config.output_dir, CHECKPOINT_PATTERN.format(step=step))
-    _atomic_torch_save(checkpoint, path)
+    with atomic_path(path) as temporary:
+        torch.save(checkpoint, temporary)
     found = sorted(glob.glob(os.path.join(config.output_dir, CHECKPOINT_PATTERN.format(step="*"))), key=os.path.getmtime)
     for old in found[: -config.keep_last]:
         os.remove(old)

@@ -103,6 +103,17 @@ def test_init_weights_are_checked_as_the_converter_checks_them(tmp_path, tiny_da
         train(tiny_config(tmp_path, tiny_dataset, init_weights=str(tmp_path / "weights.pt")))
 
 
+def test_a_text_encoder_folder_is_checked_as_the_converter_checks_it(tmp_path, tiny_dataset):
+    from pipeline_mnist_ddim.text_encoder import TextEncoderError, build_text_encoder
+
+    text_encoder, tokenizer = build_text_encoder()
+    list(text_encoder.parameters())[-1].data[0] = float("nan")  # the final layer norm's bias
+    text_encoder.save_pretrained(tmp_path / "encoder")
+    tokenizer.save_pretrained(tmp_path / "encoder")
+    with pytest.raises(TextEncoderError, match="NaN or infinite weights"):
+        train(tiny_config(tmp_path, tiny_dataset, text_encoder=str(tmp_path / "encoder")))
+
+
 def test_three_channel_training(tmp_path, tiny_dataset):
     path = train(tiny_config(tmp_path, tiny_dataset, channels=3, num_training_steps=1))
     state_dict, _ = read_checkpoint(path)
