@@ -14,9 +14,9 @@ import sys
 
 import torch
 
+from pipeline_mnist_ddim.checkpoint_to_pipeline import build_pipeline
 from pipeline_mnist_ddim.cli import USER_ERRORS, report, sigterm_unwinds
-from pipeline_mnist_ddim.pipeline_builder import build_pipeline
-from pipeline_mnist_ddim.pipeline_folder import (
+from pipeline_mnist_ddim.folder_io import (
     check_hub_upload,
     check_output_dir,
     model_card,

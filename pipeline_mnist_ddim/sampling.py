@@ -17,8 +17,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .cli import check_writable_location
 from .files import atomic_path
+from .folder_io import load_pipeline_folder
 from .image_grid import save_grid
-from .pipeline_folder import load_pipeline_folder
 from .lesson import labels_to_prompts
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def check_against_pipeline(settings: SampleSettings, pipe) -> None:
 def load_pipeline(settings: SampleSettings):
     dtype = DTYPES[settings.dtype]
     if settings.model_checkpoint:
-        from .pipeline_builder import build_pipeline
+        from .checkpoint_to_pipeline import build_pipeline
 
         pipe, _ = build_pipeline(settings.model_checkpoint, settings.text_encoder, dtype, use_ema=settings.ema,
                                  compact_text_encoder=settings.compact_text_encoder)  # fmt: skip

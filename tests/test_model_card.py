@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
-from pipeline_mnist_ddim.pipeline_folder import model_card
+from pipeline_mnist_ddim.folder_io import model_card
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, CLIPTextModel
 
 from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
-from pipeline_mnist_ddim.pipeline_folder import save_pipeline_folder
+from pipeline_mnist_ddim.folder_io import save_pipeline_folder
 
 from conftest import REPO_ROOT
 

@@ -1,4 +1,6 @@
-"""Pipeline folders: loaded with their remote code, written self-contained and atomically with a model card."""
+"""Pipeline folders in and out: loaded with their remote code; written self-contained, atomically and
+with a model card; uploaded to the Hub. Building a pipeline from a lesson checkpoint is
+checkpoint_to_pipeline.py's job; the pipeline class itself is pipeline_mnist_ddim.py."""
 
 import errno
 import inspect

@@ -1,4 +1,4 @@
-"""A Lesson 5e checkpoint (+ a text encoder) -> an in-memory `MNistDDIMPipeline`."""
+"""A Lesson 5e checkpoint (+ a text encoder) -> an in-memory `MNistDDIMPipeline` (folder_io.py saves it)."""
 
 from typing import Optional, Tuple
 
