@@ -38,7 +38,7 @@ class SampleSettings:
     guidance_scale: float = 1.0
     seed: int = 42
     device: str = "auto"
-    dtype: str = "auto"  # see resolve_dtype
+    dtype: str = "float32"  # "auto": see resolve_dtype
     prompts: Optional[str] = None  # "7 seven 3 ..."; default: random labels as the lesson
 
 
@@ -64,8 +64,8 @@ def cpu_has_native_bf16() -> bool:
 def resolve_dtype(name: str, device: torch.device) -> str:
     """``auto`` is bfloat16 weights (latents stay float32) on a CPU with native bf16, float32 elsewhere.
 
-    On such a CPU bf16 halves the main job's time at the same measured quality (README, "Speed");
-    without native bf16 it is emulated and slower, and GPUs keep float32 until measured.
+    On such a CPU bf16 weights halve the main job's time (README, "Speed"); without native bf16 it
+    is emulated and slower, and GPUs keep float32 until measured.
     """
     if name != "auto":
         return name

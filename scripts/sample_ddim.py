@@ -33,7 +33,7 @@ def parse_args(argv=None) -> SampleSettings:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=defaults.dtype,
-                        help="auto: bfloat16 on a CPU with native bf16 (AMX, AVX512-BF16), else float32")
+                        help="auto: bfloat16 weights on a CPU with native bf16 (AMX, AVX512-BF16), else float32")
     parser.add_argument("--prompts", help='prompts to cycle through, e.g. "7 seven 3" (default: random digits)')
     return SampleSettings(**vars(parser.parse_args(argv)))
 

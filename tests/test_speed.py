@@ -60,10 +60,16 @@ def test_main_job_records_the_dtype_it_used(tmp_path, tiny_pipeline, cpu_capabil
     for features, expected in (({"amx_bf16": True}, "bfloat16"), ({}, "float32")):
         cpu_capabilities(**features)
         out = sampling.run(SampleSettings(pipeline=folder, output_dir=str(tmp_path / expected), num_samples=2,
-                                          num_inference_steps=2, device="cpu"))  # fmt: skip
+                                          num_inference_steps=2, device="cpu", dtype="auto"))  # fmt: skip
         with open(f"{out}/settings.json") as f:
             record = json.load(f)
         assert record["dtype"] == "auto" and record["dtype_used"] == expected
+
+
+def test_main_job_default_is_float32_until_bf16_quality_is_measured():
+    # The README's quality gate: bf16 becomes the default only after evaluate.py at N >= 200 shows
+    # the same accuracy and Frechet distance as float32 (not yet run to the end; README "Speed").
+    assert SampleSettings().dtype == "float32"
 
 
 def test_bfloat16_weights_sample_close_to_float32(tiny_pipeline, one_thread):
@@ -98,3 +104,27 @@ def test_gpu_suite_runs_end_to_end_at_toy_size(tmp_path, one_thread):
     assert rows["pipeline, bfloat16, SDPA"]["max_abs_diff_vs_pipeline_float32"] < 0.1
     assert result["settings"]["batch_size"] == 2 and result["settings"]["num_inference_steps"] == 2
     assert all(name in result["table"] for name in expected)
+
+
+@pytest.mark.slow
+def test_compiled_training_step_matches_eager_and_keeps_the_lesson_keys(tmp_path, one_thread):
+    """--compile wraps the network in place; traced with aot_eager (no code generation) for CI speed."""
+    import numpy as np
+    from torch._dynamo.utils import counters
+
+    from pipeline_mnist_ddim.training import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    dataset = tmp_path / "digits.npz"
+    np.savez(dataset, images=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), labels=np.arange(20) % 10)
+    weights = {}
+    counters.clear()
+    for compiled in (False, True):
+        config = TrainConfig(output_dir=str(tmp_path / f"compiled-{compiled}"), dataset=str(dataset), base_channels=32,
+                             num_training_steps=2, batch_size=4, dropout=0.0, save_every=2, sample_every=0,
+                             compile=compiled, compile_backend="aot_eager")  # fmt: skip
+        weights[compiled] = torch.load(train(config), weights_only=True)["model_state_dict"]
+    assert counters["stats"]["unique_graphs"] >= 1  # dynamo did capture the network
+    assert list(weights[True]) == list(weights[False])  # no "_orig_mod." in the checkpoint
+    difference = max((weights[True][k].float() - weights[False][k].float()).abs().max().item() for k in weights[False])
+    assert difference < 1e-5  # the same two Adam steps: same draws, same maths
