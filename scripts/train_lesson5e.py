@@ -32,6 +32,8 @@ def parse_args(argv=None) -> TrainConfig:
         args.compile_mode = None
     if args.compile_mode not in (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
         parser.error("--compile_mode must be default, reduce-overhead (CUDA graphs), max-autotune or max-autotune-no-cudagraphs")
+    if args.compile_mode and not args.compile:
+        parser.error("--compile_mode needs --compile")
     if args.mixed_precision not in ("no", "bf16", "fp16"):
         parser.error("--mixed_precision must be no, bf16 or fp16")
     return TrainConfig(**vars(args))
