@@ -14,7 +14,7 @@ import logging
 import sys
 
 from pipeline_mnist_ddim.cli import USER_ERRORS, report, sigterm_unwinds
-from pipeline_mnist_ddim.sampling import DTYPES, SampleSettings, run
+from pipeline_mnist_ddim.sampling import DTYPE_CHOICES, SampleSettings, run
 
 
 def parse_args(argv=None) -> SampleSettings:
@@ -34,7 +34,8 @@ def parse_args(argv=None) -> SampleSettings:
     parser.add_argument("--guidance_scale", type=float, default=defaults.guidance_scale)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:1, mps")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=defaults.dtype)
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=defaults.dtype,
+                        help="auto: bfloat16 weights on a CPU with native bf16 (AMX, AVX512-BF16), else float32")
     parser.add_argument("--prompts", help='prompts to cycle through, e.g. "7 seven 3" (default: random digits)')
     return SampleSettings(**vars(parser.parse_args(argv)))
 

@@ -4,6 +4,8 @@
         --num_training_steps 10000 --ema_decay 0.999 --mixed_precision bf16
 
 Multi-GPU: ``accelerate launch scripts/train_lesson5e.py ...``. Resume with ``--resume latest``.
+On a GPU, ``--compile --compile_mode reduce-overhead`` compiles the network with CUDA graphs:
+the step is launch-bound at MNIST sizes (see README, "Speed").
 """
 
 import argparse
@@ -28,6 +30,12 @@ def parse_args(argv=None) -> TrainConfig:
         parser.error("--channels must be 1 or 3")
     if args.base_channels % 32:
         parser.error("--base_channels must be a multiple of 32 (GroupNorm uses 32 groups)")
+    if args.compile_mode == "none":
+        args.compile_mode = None
+    if args.compile_mode not in (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+        parser.error("--compile_mode must be default, reduce-overhead (CUDA graphs), max-autotune or max-autotune-no-cudagraphs")
+    if args.compile_mode and not args.compile:
+        parser.error("--compile_mode needs --compile")
     if args.mixed_precision not in ("no", "bf16", "fp16"):
         parser.error("--mixed_precision must be no, bf16 or fp16")
     return TrainConfig(**vars(args))
