@@ -17,14 +17,11 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
-
-if TYPE_CHECKING:
-    from diffusers.training_utils import EMAModel
 
 from .data import load_mnist
 from .files import atomic_path
@@ -148,7 +145,7 @@ def train(config: TrainConfig) -> str:
             ema_weights.load_state_dict(checkpoint["ema"])
         step = checkpoint["step"]
         logger.info("resumed from %s at step %d", resume, step)
-    ema = None
+    ema = ema_unet = None
     if config.ema_decay > 0:
         from diffusers.training_utils import EMAModel
 
@@ -156,6 +153,8 @@ def train(config: TrainConfig) -> str:
         ema = EMAModel(ema_weights.parameters(), decay=config.ema_decay, foreach=True)
         ema.optimization_step = step  # a resumed run continues the warm-up where it stopped
         ema.to(device)
+        # An uncompiled twin of the network: the average is copied into it to be saved or sampled.
+        ema_unet = copy.deepcopy(unet).requires_grad_(False).eval().to(device)
     if config.compile:
         # In place (Module.compile): the state dict keeps the lesson's keys, no "_orig_mod." prefix.
         unet.compile(mode=config.compile_mode, backend=config.compile_backend, dynamic=False)
@@ -190,24 +189,17 @@ def train(config: TrainConfig) -> str:
         saving = step % config.save_every == 0 or done
         sampling = config.sample_every and (step % config.sample_every == 0 or done)
         if accelerator.is_main_process and (saving or sampling):
-            unet = accelerator.unwrap_model(diffusion)._unet
-            ema_unet = _with_weights(unet, ema) if ema is not None else None
+            if ema is not None:
+                ema.copy_to(ema_unet.parameters())
             if saving:
                 last_path = _save_checkpoint(config, accelerator.unwrap_model(diffusion), optimizer, ema_unet, step, loss)
             if sampling:
-                _sample_grids(config, ema_unet or unet, prompt_table, step)
+                _sample_grids(config, ema_unet or accelerator.unwrap_model(diffusion)._unet, prompt_table, step)
         if out_of_time:
             logger.info("stopping at step %d: the %.1f-minute budget is spent", step, config.max_minutes)
             break
     progress.close()
     return last_path
-
-
-def _with_weights(unet: torch.nn.Module, ema: "EMAModel") -> torch.nn.Module:
-    """A frozen copy of ``unet`` holding the EMA's averaged weights."""
-    averaged = copy.deepcopy(unet).requires_grad_(False).eval()
-    ema.copy_to(averaged.parameters())
-    return averaged
 
 
 def _save_checkpoint(config, diffusion, optimizer, ema, step, loss) -> str:

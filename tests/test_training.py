@@ -71,6 +71,14 @@ def test_ema_first_copies_the_weights_then_warms_up_to_its_decay(trained):
         assert (second["ema_state_dict"][key] - expected).abs().max() <= 1e-6, key
 
 
+def test_compiled_network_saves_its_ema_under_the_lessons_keys(tmp_path, tiny_dataset):
+    path = train(tiny_config(tmp_path, tiny_dataset, num_training_steps=1, compile=True, compile_backend="aot_eager"))
+    checkpoint = torch.load(path, weights_only=True)
+    assert list(checkpoint["ema_state_dict"]) == list(checkpoint["model_state_dict"])  # no "_orig_mod."
+    for key, weights in checkpoint["model_state_dict"].items():
+        assert torch.equal(checkpoint["ema_state_dict"][key], weights)  # the first EMA update copies
+
+
 def test_resume_continues_from_the_latest_step(tmp_path, tiny_dataset):
     train(tiny_config(tmp_path, tiny_dataset))
     path = train(tiny_config(tmp_path, tiny_dataset, num_training_steps=3, resume="latest"))
