@@ -4,7 +4,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from diffusers.utils import make_image_grid
 from PIL import Image, ImageOps
 
 BORDER = 2  # pixels of black around and between the images, torchvision's default padding
@@ -12,6 +11,8 @@ BORDER = 2  # pixels of black around and between the images, torchvision's defau
 
 def save_grid(images: torch.Tensor, path: str, nrow: int = 8) -> None:
     """(N, C, H, W) in [0, 1] -> a PNG grid of ``nrow`` columns with a 2-pixel black border, like torchvision's."""
+    from diffusers.utils import make_image_grid  # imports diffusers (~1.5 s): not when a script only parses --help
+
     pixels = (images.detach().float().clamp(0, 1).cpu() * 255).round().byte()
     n, channels = pixels.shape[:2]
     rows = math.ceil(n / nrow)
