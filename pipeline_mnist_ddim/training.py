@@ -97,6 +97,19 @@ def _load_text_encoder(config: TrainConfig, folder: str):
     return text_encoder.requires_grad_(False).eval(), tokenizer
 
 
+def make_ema(parameters, decay: float, step: int = 0):
+    """diffusers' ``EMAModel`` of ``parameters``, ``step`` updates into its warm-up.
+
+    Update n (0-based) keeps ``min(decay, (1 + n) / (10 + n))`` of the average; the first (n = 0)
+    keeps none, copying the weights, so the random initialisation never lingers.
+    """
+    from diffusers.training_utils import EMAModel
+
+    ema = EMAModel(parameters, decay=decay, foreach=True)
+    ema.optimization_step = step  # a resumed run continues the warm-up where it stopped
+    return ema
+
+
 @torch.no_grad()
 def encode_prompts(text_encoder, tokenizer, prompts) -> torch.Tensor:
     """The lesson's context: last_hidden_state of prompts padded to max length, no attention mask."""
@@ -147,11 +160,7 @@ def train(config: TrainConfig) -> str:
         logger.info("resumed from %s at step %d", resume, step)
     ema = ema_unet = None
     if config.ema_decay > 0:
-        from diffusers.training_utils import EMAModel
-
-        # diffusers' warm-up, min(decay, (1 + n) / (10 + n)) at update n, whose first update (n = 0) copies the weights.
-        ema = EMAModel(ema_weights.parameters(), decay=config.ema_decay, foreach=True)
-        ema.optimization_step = step  # a resumed run continues the warm-up where it stopped
+        ema = make_ema(ema_weights.parameters(), config.ema_decay, step)
         ema.to(device)
         # An uncompiled twin of the network: the average is copied into it to be saved or sampled.
         ema_unet = copy.deepcopy(unet).requires_grad_(False).eval().to(device)

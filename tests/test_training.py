@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline_mnist_ddim.conversion import CheckpointError, read_checkpoint, unet_from_lesson_state_dict
-from pipeline_mnist_ddim.training import TrainConfig, train
+from pipeline_mnist_ddim.training import TrainConfig, make_ema, train
 
 
 def write_tiny_dataset(folder) -> str:
@@ -69,6 +69,20 @@ def test_ema_first_copies_the_weights_then_warms_up_to_its_decay(trained):
         assert torch.equal(first["ema_state_dict"][key], first["model_state_dict"][key])
         expected = decay * first["ema_state_dict"][key] + (1 - decay) * weights
         assert (second["ema_state_dict"][key] - expected).abs().max() <= 1e-6, key
+
+
+@pytest.mark.parametrize("start", [0, 40])
+def test_ema_follows_its_written_out_warm_up_and_resumes_mid_way(start):
+    """Update n (0-based) keeps d_n = min(decay, (1 + n) / (10 + n)) of the average, d_0 = 0 (a copy)."""
+    weight = torch.nn.Parameter(torch.tensor([0.0]))
+    ema = make_ema([weight], decay=0.95, step=start)
+    expected = 0.0  # the average starts as the weights it was made from
+    for n in range(start, start + 60):
+        weight.data.fill_(float(n % 7))  # weights that keep moving
+        ema.step([weight])
+        decay = 0.0 if n == 0 else min(0.95, (1 + n) / (10 + n))
+        expected = decay * expected + (1 - decay) * weight.item()
+        assert abs(ema.shadow_params[0].item() - expected) <= 1e-5, n
 
 
 def test_compiled_network_saves_its_ema_under_the_lessons_keys(tmp_path, tiny_dataset):
