@@ -14,15 +14,16 @@ import sys
 
 import torch
 
+from pipeline_mnist_ddim.checkpoint_to_pipeline import build_pipeline
 from pipeline_mnist_ddim.cli import USER_ERRORS, report, sigterm_unwinds
-from pipeline_mnist_ddim.pipeline_builder import LESSON_TEXT_ENCODER, build_pipeline
-from pipeline_mnist_ddim.pipeline_folder import (
+from pipeline_mnist_ddim.folder_io import (
     check_hub_upload,
     check_output_dir,
     model_card,
     push_folder_to_hub,
     save_pipeline_folder,
 )
+from pipeline_mnist_ddim.text_encoder import LESSON_TEXT_ENCODER
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 logger = logging.getLogger("convert_checkpoint")

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .files import atomic_path
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "digit_classifier.safetensors")
@@ -175,7 +177,7 @@ def train_classifier(
 
 
 def save_classifier(model: DigitClassifier, path: str, metadata: Optional[dict] = None) -> None:
-    """Write fp16 weights as safetensors, atomically (temp file, then ``os.replace``)."""
+    """Write fp16 weights as safetensors, atomically (``files.atomic_path``)."""
     from safetensors.torch import save
 
     # fp16 halves the file; the accuracy check in scripts/train_classifier.py runs on the round trip.
@@ -185,15 +187,9 @@ def save_classifier(model: DigitClassifier, path: str, metadata: Optional[dict] 
     }
     meta = {"feature_dim": str(model.feature_dim), **{k: str(v) for k, v in (metadata or {}).items()}}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        # Serialise to bytes and write with open() so the file gets the usual umask permissions.
-        with open(tmp, "wb") as f:
-            f.write(save(tensors, metadata=meta))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    # Serialise to bytes and write with open() so the file gets the usual umask permissions.
+    with atomic_path(path) as temporary, open(temporary, "wb") as f:
+        f.write(save(tensors, metadata=meta))
 
 
 def load_classifier(path: str) -> DigitClassifier:

@@ -77,6 +77,53 @@ def read_checkpoint(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.T
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
         return strip_prefixes(check_weights(state_dict, path)), {}
+    payload = _read_payload(path)
+    return _weights(payload, path, use_ema), _checkpoint_metadata(payload)
+
+
+def read_training_state(path: str) -> dict:
+    """What resuming needs from a checkpoint of our training script, its weights checked as the converter's.
+
+    ``{"model": weights, "ema": EMA weights or None, "optimizer": its state dict, "step": int}``,
+    weight names without the ``_unet.`` prefix.
+    """
+    if not os.path.isfile(path) or path.endswith(".safetensors"):
+        read_checkpoint(path)  # says what is wrong with a missing file or a folder
+        payload = {}
+    else:
+        payload = _read_payload(path)
+    step = _checkpoint_metadata(payload).get("step")
+    if "model_state_dict" not in payload or not isinstance(payload.get("optimizer_state_dict"), dict) or step is None:
+        raise CheckpointError(
+            f"{path} is not a checkpoint of this project's training script (it needs 'model_state_dict', "
+            "'optimizer_state_dict' and 'step'): it cannot be resumed; start from its weights with --init_weights"
+        )
+    return {
+        "model": _weights(payload, path, use_ema=False),
+        "ema": _weights(payload, path, use_ema=True) if "ema_state_dict" in payload else None,
+        "optimizer": payload["optimizer_state_dict"],
+        "step": step,
+    }
+
+
+def _weights(payload: dict, path: str, use_ema: bool) -> Dict[str, torch.Tensor]:
+    """The checked weights (prefixes stripped) of a lesson checkpoint's dict, or of a bare state dict."""
+    key = "ema_state_dict" if use_ema else "model_state_dict"
+    if use_ema and key not in payload:
+        raise CheckpointError(f"{path} has no 'ema_state_dict' (it was trained without an EMA): drop --ema")
+    state_dict = payload.get(key, payload)
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        found = sorted(map(repr, payload))[:8]
+        where = f"its '{key}'" if key in payload else "the file"
+        raise CheckpointError(
+            f"{path}: expected a Lesson 5e checkpoint (a dict whose '{key}' maps names to tensors) or a bare "
+            f"state dict of tensors, but {where} is not one (top-level keys: {', '.join(found) or 'none'})"
+        )
+    return strip_prefixes(check_weights(state_dict, path))
+
+
+def _read_payload(path: str):
+    """The object a ``.pt`` file holds, read without executing code; a dict, else a CheckpointError."""
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{path} is empty (0 bytes), not a PyTorch checkpoint")
     _check_archive(path)
@@ -93,18 +140,7 @@ def read_checkpoint(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.T
         raise CheckpointError(f"{path} could not be read as a checkpoint: {_load_error_detail(err)}") from err
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a state dict or a lesson checkpoint")
-    key = "ema_state_dict" if use_ema else "model_state_dict"
-    if use_ema and key not in payload:
-        raise CheckpointError(f"{path} has no 'ema_state_dict' (it was trained without an EMA): drop --ema")
-    state_dict = payload.get(key, payload)
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        found = sorted(map(repr, payload))[:8]
-        where = f"its '{key}'" if key in payload else "the file"
-        raise CheckpointError(
-            f"{path}: expected a Lesson 5e checkpoint (a dict whose '{key}' maps names to tensors) or a bare "
-            f"state dict of tensors, but {where} is not one (top-level keys: {', '.join(found) or 'none'})"
-        )
-    return strip_prefixes(check_weights(state_dict, path)), _checkpoint_metadata(payload)
+    return payload
 
 
 def _check_archive(path: str, max_expansion: int = 20) -> None:

@@ -4,7 +4,6 @@ Writes 8x8 grids of unconditional and conditional samples, the prompts (8 a line
 words and numerals mixed as in the lesson) and the exact settings used.
 """
 
-import contextlib
 import json
 import logging
 import math
@@ -17,8 +16,9 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from .cli import check_writable_location
+from .files import atomic_path
+from .folder_io import load_pipeline_folder
 from .image_grid import save_grid
-from .pipeline_folder import load_pipeline_folder
 from .lesson import labels_to_prompts
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def resolve_dtype(name: str, device: torch.device) -> str:
 def load_pipeline(settings: SampleSettings, dtype_name: Optional[str] = None):
     dtype = DTYPES[dtype_name or settings.dtype]
     if settings.model_checkpoint:
-        from .pipeline_builder import build_pipeline
+        from .checkpoint_to_pipeline import build_pipeline
 
         pipe, _ = build_pipeline(settings.model_checkpoint, settings.text_encoder, dtype, use_ema=settings.ema,
                                  compact_text_encoder=settings.compact_text_encoder)  # fmt: skip
@@ -233,16 +233,3 @@ def run(settings: SampleSettings) -> str:
         json.dump(record, f, indent=2)
     logger.info("sampled %d + %d images in %.1f s on %s -> %s", n, n if conditional is not None else 0, seconds, device, output_dir)
     return output_dir
-
-
-@contextlib.contextmanager
-def atomic_path(path: str):
-    """A temporary name beside ``path`` to write to, renamed onto it only when writing succeeded."""
-    folder, name = os.path.split(path)
-    temporary = os.path.join(folder, ".tmp-" + name)
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)

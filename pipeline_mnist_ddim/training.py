@@ -24,6 +24,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from .data import load_mnist
+from .files import atomic_path
 from .image_grid import save_grid
 from .lesson import TEXT_LABELS
 from .reference import LessonDiffusion, LessonUNet, ddim_sample
@@ -61,22 +62,16 @@ class TrainConfig:
     compile_backend: str = "inductor"  # "aot_eager" traces without code generation (tests)
 
 
-def _atomic_torch_save(obj, path: str) -> None:
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def load_weights(paths: str) -> dict:
-    """A network state dict (keys under ``_unet.``) from a lesson .pt or safetensors shards."""
+    """The network's weights (lesson names, no ``_unet.`` prefix) from a lesson .pt or safetensors shards.
+
+    Each file is read and checked as the converter reads it (``conversion.read_checkpoint``).
+    """
+    from .conversion import read_checkpoint  # imports diffusers: only when needed
+
     state_dict = {}
     for path in paths.split(","):
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state_dict.update(load_file(path))
-        else:
-            state_dict.update(torch.load(path, map_location="cpu", weights_only=True)["model_state_dict"])
+        state_dict.update(read_checkpoint(path)[0])
     return state_dict
 
 
@@ -87,20 +82,32 @@ def _latest_checkpoint(folder: str) -> Optional[str]:
 
 
 def _load_text_encoder(config: TrainConfig, folder: str):
-    from transformers import AutoTokenizer, CLIPTextModel
+    from .text_encoder import TextEncoderError, build_text_encoder, load_text_encoder
 
     if config.text_encoder == "default":
-        from .text_encoder import build_text_encoder
-
         text_encoder, tokenizer = build_text_encoder()
     else:
-        text_encoder = CLIPTextModel.from_pretrained(config.text_encoder)
-        tokenizer = AutoTokenizer.from_pretrained(config.text_encoder)
+        text_encoder, tokenizer = load_text_encoder(config.text_encoder)  # checked as the converter checks it
+        if text_encoder is None:
+            raise TextEncoderError("training needs a text encoder: pass 'default', a Hub id or a folder, not 'none'")
     # Saved beside the checkpoints: the converter takes it with --text_encoder.
     if not os.path.isdir(folder):
         text_encoder.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     return text_encoder.requires_grad_(False).eval(), tokenizer
+
+
+def make_ema(parameters, decay: float, step: int = 0):
+    """diffusers' ``EMAModel`` of ``parameters``, ``step`` updates into its warm-up.
+
+    Update n (0-based) keeps ``min(decay, (1 + n) / (10 + n))`` of the average; the first (n = 0)
+    keeps none, copying the weights, so the random initialisation never lingers.
+    """
+    from diffusers.training_utils import EMAModel
+
+    ema = EMAModel(parameters, decay=decay, foreach=True)
+    ema.optimization_step = step  # a resumed run continues the warm-up where it stopped
+    return ema
 
 
 @torch.no_grad()
@@ -133,23 +140,30 @@ def train(config: TrainConfig) -> str:
     unet = LessonUNet(config.base_channels, config.channels, config.channels, context_dim, config.dropout, config.sdpa)
     diffusion = LessonDiffusion(unet)
     optimizer = torch.optim.Adam(diffusion.parameters(), lr=config.learning_rate, betas=(0.9, 0.99))
-    ema = copy.deepcopy(unet).requires_grad_(False).eval() if config.ema_decay > 0 else None
 
     if config.init_weights:
-        diffusion.load_state_dict(load_weights(config.init_weights))
+        unet.load_state_dict(load_weights(config.init_weights))
         logger.info("initialised the network from %s", config.init_weights)
     step = 0
+    ema_weights = unet
     resume = _latest_checkpoint(config.output_dir) if config.resume == "latest" else config.resume
     if resume:
-        checkpoint = torch.load(resume, map_location="cpu", weights_only=True)
-        diffusion.load_state_dict(checkpoint["model_state_dict"])
-        optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
-        if ema is not None and "ema_state_dict" in checkpoint:
-            ema.load_state_dict({k.removeprefix("_unet."): v for k, v in checkpoint["ema_state_dict"].items()})
+        from .conversion import read_training_state
+
+        checkpoint = read_training_state(resume)
+        unet.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if checkpoint["ema"] is not None:
+            ema_weights = copy.deepcopy(unet)
+            ema_weights.load_state_dict(checkpoint["ema"])
         step = checkpoint["step"]
         logger.info("resumed from %s at step %d", resume, step)
-    if ema is not None:
+    ema = ema_unet = None
+    if config.ema_decay > 0:
+        ema = make_ema(ema_weights.parameters(), config.ema_decay, step)
         ema.to(device)
+        # An uncompiled twin of the network: the average is copied into it to be saved or sampled.
+        ema_unet = copy.deepcopy(unet).requires_grad_(False).eval().to(device)
     if config.compile:
         # In place (Module.compile): the state dict keeps the lesson's keys, no "_orig_mod." prefix.
         unet.compile(mode=config.compile_mode, backend=config.compile_backend, dynamic=False)
@@ -173,12 +187,7 @@ def train(config: TrainConfig) -> str:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
-            # Warm-up as diffusers' EMAModel: early on, the average must not keep the random init.
-            decay = min(config.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                torch._foreach_lerp_(
-                    list(ema.parameters()), list(accelerator.unwrap_model(diffusion)._unet.parameters()), 1 - decay
-                )
+            ema.step(accelerator.unwrap_model(diffusion)._unet.parameters())
         step += 1
         progress.update(1)
         if step % 25 == 0:
@@ -186,10 +195,15 @@ def train(config: TrainConfig) -> str:
 
         out_of_time = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
         done = step >= config.num_training_steps or out_of_time
-        if accelerator.is_main_process and (step % config.save_every == 0 or done):
-            last_path = _save_checkpoint(config, accelerator.unwrap_model(diffusion), optimizer, ema, step, loss)
-        if accelerator.is_main_process and config.sample_every and (step % config.sample_every == 0 or done):
-            _sample_grids(config, ema or accelerator.unwrap_model(diffusion)._unet, prompt_table, step)
+        saving = step % config.save_every == 0 or done
+        sampling = config.sample_every and (step % config.sample_every == 0 or done)
+        if accelerator.is_main_process and (saving or sampling):
+            if ema is not None:
+                ema.copy_to(ema_unet.parameters())
+            if saving:
+                last_path = _save_checkpoint(config, accelerator.unwrap_model(diffusion), optimizer, ema_unet, step, loss)
+            if sampling:
+                _sample_grids(config, ema_unet or accelerator.unwrap_model(diffusion)._unet, prompt_table, step)
         if out_of_time:
             logger.info("stopping at step %d: the %.1f-minute budget is spent", step, config.max_minutes)
             break
@@ -207,7 +221,8 @@ def _save_checkpoint(config, diffusion, optimizer, ema, step, loss) -> str:
     if ema is not None:
         checkpoint["ema_state_dict"] = {f"_unet.{k}": v for k, v in ema.state_dict().items()}
     path = os.path.join(config.output_dir, CHECKPOINT_PATTERN.format(step=step))
-    _atomic_torch_save(checkpoint, path)
+    with atomic_path(path) as temporary:
+        torch.save(checkpoint, temporary)
     found = sorted(glob.glob(os.path.join(config.output_dir, CHECKPOINT_PATTERN.format(step="*"))), key=os.path.getmtime)
     for old in found[: -config.keep_last]:
         os.remove(old)

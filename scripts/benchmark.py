@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import copy
 import json
-import os
 import platform
 import statistics
 import sys
@@ -34,6 +33,7 @@ from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
 from pipeline_mnist_ddim.cli import USER_ERRORS, report
 from pipeline_mnist_ddim.conversion import strip_prefixes, unet_from_lesson_state_dict
+from pipeline_mnist_ddim.files import atomic_path
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 from pipeline_mnist_ddim.reference import LessonUNet, ddim_sample
 from pipeline_mnist_ddim.sampling import pick_device
@@ -241,10 +241,8 @@ def gpu_suite(args) -> dict:
 
 
 def write_json(result: dict, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_path(path) as temporary, open(temporary, "w") as f:
         json.dump(result, f, indent=2)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
             return 2
     try:
         from pipeline_mnist_ddim.demo import build_demo, import_gradio, launch
-        from pipeline_mnist_ddim.pipeline_folder import load_pipeline_folder
+        from pipeline_mnist_ddim.folder_io import load_pipeline_folder
 
         import_gradio()
         device = pick_device(args.device)

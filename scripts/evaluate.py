@@ -78,7 +78,7 @@ def load(source: Optional[str], dtype: str):
     import torch
 
     from pipeline_mnist_ddim.evaluation import process_state
-    from pipeline_mnist_ddim.pipeline_folder import load_pipeline_folder
+    from pipeline_mnist_ddim.folder_io import load_pipeline_folder
 
     # Weights may be stored in fp16: load in float32 unless asked, as fp16 on a CPU fails or crawls.
     return load_pipeline_folder(source, getattr(torch, dtype)).to(process_state().device)

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         check_writable_location(args.output_dir)  # now, not after the sampling
         import torch
 
-        from pipeline_mnist_ddim.pipeline_folder import load_pipeline_folder
+        from pipeline_mnist_ddim.folder_io import load_pipeline_folder
 
         # Weights may be stored in fp16; float32 runs on any device.
         pipe = load_pipeline_folder(args.pipeline, torch.float32)

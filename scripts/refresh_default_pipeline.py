@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, CLIPTextModel
 
 from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
-from pipeline_mnist_ddim.pipeline_folder import model_card, save_pipeline_folder
+from pipeline_mnist_ddim.folder_io import model_card, save_pipeline_folder
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 from pipeline_mnist_ddim.unet_mnist import MNistUNet2DConditionModel
 

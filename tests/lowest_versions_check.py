@@ -147,7 +147,7 @@ def write(work: str, default_dir: str = None) -> None:
     from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
     from pipeline_mnist_ddim.classifier import load_default_classifier
     from pipeline_mnist_ddim.metrics import predict_labels
-    from pipeline_mnist_ddim.pipeline_folder import save_pipeline_folder
+    from pipeline_mnist_ddim.folder_io import save_pipeline_folder
     from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
     from pipeline_mnist_ddim.lesson import TEXT_LABELS
     from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler

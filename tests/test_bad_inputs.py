@@ -191,14 +191,14 @@ def test_bad_checkpoint_with_overwrite_keeps_the_existing_folder(convert_script,
 
 @pytest.mark.parametrize("source", ["/no/such/folder", "./no-such-folder", "no/such/folder"])
 def test_missing_pipeline_folder_is_named_not_mistaken_for_a_hub_id(source):
-    from pipeline_mnist_ddim.pipeline_folder import load_pipeline_folder
+    from pipeline_mnist_ddim.folder_io import load_pipeline_folder
 
     with pytest.raises(OSError, match="no pipeline folder at"):
         load_pipeline_folder(source)
 
 
 def test_folder_without_model_index_is_refused(workdir):
-    from pipeline_mnist_ddim.pipeline_folder import load_pipeline_folder
+    from pipeline_mnist_ddim.folder_io import load_pipeline_folder
 
     with pytest.raises(OSError, match="no model_index.json"):
         load_pipeline_folder(str(workdir))
@@ -208,7 +208,7 @@ def test_hub_ids_still_go_to_the_hub(monkeypatch):
     """`user/repo` is handed to diffusers as it is, not taken for a missing local folder (no network here)."""
     from diffusers import DiffusionPipeline
 
-    from pipeline_mnist_ddim.pipeline_folder import load_pipeline_folder
+    from pipeline_mnist_ddim.folder_io import load_pipeline_folder
 
     asked = []
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", lambda source, **kwargs: asked.append((source, kwargs)))

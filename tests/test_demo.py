@@ -19,7 +19,7 @@ from pipeline_mnist_ddim.demo import (
     parse_prompts,
 )
 from pipeline_mnist_ddim.interpolation import seeded_latent
-from pipeline_mnist_ddim.pipeline_folder import load_pipeline_folder, save_pipeline_folder
+from pipeline_mnist_ddim.folder_io import load_pipeline_folder, save_pipeline_folder
 from pipeline_mnist_ddim.text_encoder import VOCABULARY
 
 pytestmark = pytest.mark.usefixtures("one_thread")

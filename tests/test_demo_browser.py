@@ -12,7 +12,7 @@ import socket
 import pytest
 
 from pipeline_mnist_ddim.demo import build_demo, launch
-from pipeline_mnist_ddim.pipeline_folder import load_pipeline_folder
+from pipeline_mnist_ddim.folder_io import load_pipeline_folder
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
 

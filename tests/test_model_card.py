@@ -7,13 +7,13 @@ import pytest
 from conftest import REPO_ROOT
 
 from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
-from pipeline_mnist_ddim.pipeline_folder import model_card
+from pipeline_mnist_ddim.folder_io import model_card
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def card_for(pipe, repo):
-    return model_card(pipe, "gaussian_diffusion_ddpm-100.pt", {"step": 100}, "none", repo=repo)
+    return str(model_card(pipe, "gaussian_diffusion_ddpm-100.pt", {"step": 100}, "none", repo=repo))
 
 
 def loading_code(card: str) -> str:

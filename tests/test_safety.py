@@ -137,7 +137,7 @@ def test_output_folder_that_could_lose_files_is_refused_before_converting(case, 
     setup, expected = OUTPUT_CASES[case]
     output_dir, options = setup(workdir)
     before = tree(workdir)
-    monkeypatch.setattr("pipeline_mnist_ddim.pipeline_builder.build_pipeline", pytest.fail)  # refused first
+    monkeypatch.setattr("pipeline_mnist_ddim.checkpoint_to_pipeline.build_pipeline", pytest.fail)  # refused first
     code, stderr = converter(*convert_args(workdir / "inputs" / "ckpt.pt", output_dir, *options))
     assert_refused(code, stderr, *expected)
     assert tree(workdir) == before
@@ -173,7 +173,7 @@ def test_unwritable_parent_is_refused_before_converting(workdir, converter, monk
     locked = workdir / "outputs"
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
-    monkeypatch.setattr("pipeline_mnist_ddim.pipeline_builder.build_pipeline", pytest.fail)
+    monkeypatch.setattr("pipeline_mnist_ddim.checkpoint_to_pipeline.build_pipeline", pytest.fail)
     before = tree(workdir)
     assert_refused(*converter(*convert_args(workdir / "inputs" / "ckpt.pt", locked / "new" / "out")), "not writable")
     assert tree(workdir) == before
@@ -540,7 +540,7 @@ HUB_CASES = {
 def test_upload_that_cannot_work_is_refused_before_converting(case, workdir, converter, monkeypatch):
     repo_id, environment, expected = HUB_CASES[case]
     environment(monkeypatch)
-    monkeypatch.setattr("pipeline_mnist_ddim.pipeline_builder.build_pipeline", pytest.fail)
+    monkeypatch.setattr("pipeline_mnist_ddim.checkpoint_to_pipeline.build_pipeline", pytest.fail)
     before = tree(workdir)
     code, stderr = converter(*convert_args(workdir / "inputs" / "ckpt.pt", workdir / "outputs" / "out"),
                              "--push_to_hub", repo_id)  # fmt: skip

@@ -73,7 +73,7 @@ DIGITS = [str(d) for d in range(10)]
 @pytest.fixture(scope="module")
 def default_pipeline():
     """The embedded default's weights under this checkout's pipeline class (the folder's own code may be older)."""
-    from pipeline_mnist_ddim.pipeline_folder import load_pipeline_folder
+    from pipeline_mnist_ddim.folder_io import load_pipeline_folder
 
     pipe = MNistDDIMPipeline.from_pipe(load_pipeline_folder(dtype=torch.float32))
     pipe.set_progress_bar_config(disable=True)

@@ -10,7 +10,7 @@ import torch
 
 from conftest import REPO_ROOT, seeded_latents
 from pipeline_mnist_ddim import sampling
-from pipeline_mnist_ddim.pipeline_folder import save_pipeline_folder
+from pipeline_mnist_ddim.folder_io import save_pipeline_folder
 from pipeline_mnist_ddim.sampling import SampleSettings, resolve_dtype
 
 CPU = torch.device("cpu")

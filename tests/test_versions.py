@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, CLIPTextModel
 
 from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
-from pipeline_mnist_ddim.pipeline_folder import save_pipeline_folder
+from pipeline_mnist_ddim.folder_io import save_pipeline_folder
 
 from conftest import REPO_ROOT
 
@@ -193,7 +193,7 @@ def test_evaluate_without_scipy_names_the_extra_in_one_error_line(tmp_path):
 
 def test_converter_refuses_a_text_encoder_whose_weights_it_cannot_read(text_encoder_folder, tmp_path):
     """As transformers 4.x meets a folder saved by 5.x: every key unknown, all weights random."""
-    from pipeline_mnist_ddim.pipeline_builder import TextEncoderError, load_text_encoder
+    from pipeline_mnist_ddim.text_encoder import TextEncoderError, load_text_encoder
 
     folder = tmp_path / "renamed"
     shutil.copytree(text_encoder_folder, folder)

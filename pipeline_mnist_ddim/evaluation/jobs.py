@@ -21,6 +21,7 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
+from ..files import atomic_path
 from ..lesson import NUM_TRAIN_TIMESTEPS, TEXT_LABELS
 
 logger = logging.getLogger(__name__)
@@ -204,8 +205,8 @@ def cached(settings: EvalSettings, state: PartialState, key: str,
     seconds = round(time.perf_counter() - started, 1)
     if path:
         os.makedirs(settings.cache_dir, exist_ok=True)
-        np.save(path + ".tmp.npy", images.numpy())  # write, then rename: a killed run leaves no half file
-        os.replace(path + ".tmp.npy", path + ".npy")
-        with open(path + ".json", "w") as f:
+        with atomic_path(path + ".npy") as temporary:  # a killed run leaves no half file
+            np.save(temporary, images.numpy())
+        with atomic_path(path + ".json") as temporary, open(temporary, "w") as f:
             json.dump({"seconds": seconds}, f)
     return images, seconds

@@ -22,13 +22,13 @@ diffusers' ``Timesteps`` with ``freq_shift=1``, ``flip_sin_to_cos=False`` (which
 still records).
 """
 
+import inspect
 import math
 
 import torch
-from diffusers import UNet2DConditionModel
+from diffusers import Transformer2DModel, UNet2DConditionModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.resnet import ResnetBlock2D, Upsample2D
-from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
 
 CHANNEL_MULTIPLIERS = (1, 2, 2, 2)
@@ -134,7 +134,7 @@ class MNistUNet2DConditionModel(UNet2DConditionModel):
     def extract_init_dict(cls, config_dict, **kwargs):
         # The saved config also holds the stock keys, which __init__ derives from ours:
         # drop them instead of warning that they are unexpected.
-        stock_keys = cls._get_init_keys(UNet2DConditionModel) - cls._get_init_keys(cls)
+        stock_keys = _init_arguments(UNet2DConditionModel) - _init_arguments(cls)
         config_dict = {k: v for k, v in config_dict.items() if k not in stock_keys}
         return super().extract_init_dict(config_dict, **kwargs)
 
@@ -142,3 +142,7 @@ class MNistUNet2DConditionModel(UNet2DConditionModel):
         # "auto" halves each layer's head count, and every transformer here has one head: 1 // 2 = 0
         # would divide by zero. One head can only be sliced one at a time, which is "max".
         super().set_attention_slice("max" if slice_size == "auto" else slice_size)
+
+
+def _init_arguments(model_class) -> set:
+    return set(inspect.signature(model_class.__init__).parameters)

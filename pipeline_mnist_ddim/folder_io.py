@@ -1,4 +1,6 @@
-"""Pipeline folders: loaded with their remote code, written self-contained and atomically with a model card."""
+"""Pipeline folders in and out: loaded with their remote code; written self-contained, atomically and
+with a model card; uploaded to the Hub. Building a pipeline from a lesson checkpoint is
+checkpoint_to_pipeline.py's job; the pipeline class itself is pipeline_mnist_ddim.py."""
 
 import errno
 import inspect
@@ -8,43 +10,41 @@ import os
 import shutil
 import tempfile
 import warnings
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import DEFAULT_PIPELINE_DIR
 from .cli import check_writable_location
+from .files import is_hub_id
 from .pipeline_mnist_ddim import MNistDDIMPipeline
 
-MODEL_CARD = """---
-library_name: diffusers
-pipeline_tag: {pipeline_tag}
-license: {license}
-tags:
-- diffusers
-- ddim
-- mnist
-- mindiffusion
-- custom-pipeline
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard
+
+CARD_TAGS = ["diffusers", "ddim", "mnist", "mindiffusion", "custom-pipeline"]
+# A Jinja template (huggingface_hub.ModelCard.from_template); `card_data` is the YAML front matter.
+MODEL_CARD_TEMPLATE = """---
+{{ card_data }}
 ---
 
-# {title}
+# {{ title }}
 
 A Lesson 5e network of the [mindiffusion](https://github.com/swookey-thinky/mindiffusion) course
 (a text-conditional MNIST DDPM), converted to diffusers, sampled with Lesson 6's 50-step DDIM.
 
-- Source checkpoint: `{checkpoint}` (training step {step}{loss})
-- Network: base width {base_channels}, {in_channels} channel(s), context dimension {cross_attention_dim}
-- Text encoder: {text_encoder}
+- Source checkpoint: `{{ checkpoint }}` (training step {{ step }}{{ loss }})
+- Network: base width {{ base_channels }}, {{ in_channels }} channel(s), context dimension {{ cross_attention_dim }}
+- Text encoder: {{ text_encoder }}
 - Scheduler: `DDIMScheduler` with the lesson's float64 linear betas, `timestep_spacing="leading"`,
   `steps_offset=0`, `set_alpha_to_one=True`, `clip_sample=False`
 
-{details}
+{{ details }}
 
 ## Use
 
 ```py
 import torch
 from diffusers import DiffusionPipeline
-{load}
+{{ load }}
 images = pipe(prompt=["seven", "3"], num_inference_steps=50, eta=0.0,
               generator=torch.Generator().manual_seed(42)).images
 unconditional = pipe(batch_size=8).images
@@ -53,7 +53,8 @@ unconditional = pipe(batch_size=8).images
 The folder holds its own code (`pipeline_mnist_ddim.py`, `unet/unet_mnist.py`), hence
 `trust_remote_code=True`. Offline with a Hub id already in the cache, resolve it first:
 `DiffusionPipeline.from_pretrained(huggingface_hub.snapshot_download(repo_id, local_files_only=True), trust_remote_code=True)`.
-"""
+
+"""  # Jinja drops the last newline: the card still ends with one
 
 
 class OutputFolderError(ValueError):
@@ -64,12 +65,20 @@ PIPELINE_CLASS = [os.path.splitext(os.path.basename(inspect.getsourcefile(MNistD
 
 
 def model_card(pipe: MNistDDIMPipeline, checkpoint: str, meta: dict, text_encoder: str, repo: Optional[str] = None,
-               details: str = "", license: str = "mit") -> str:  # fmt: skip
+               details: str = "", license: str = "mit") -> "ModelCard":  # fmt: skip
+    from huggingface_hub import ModelCard, ModelCardData
+
     config = pipe.unet.config
     loss = f", loss {meta['loss']:.4f}" if isinstance(meta.get("loss"), float) and math.isfinite(meta["loss"]) else ""
-    return MODEL_CARD.format(
+    card_data = ModelCardData(
+        library_name="diffusers",
         pipeline_tag="text-to-image" if pipe.text_encoder is not None else "unconditional-image-generation",
         license=license,
+        tags=CARD_TAGS,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_str=MODEL_CARD_TEMPLATE,
         title=f"MNIST DDIM (Lesson 5e -> diffusers), base width {config.base_channels}",
         checkpoint=os.path.basename(checkpoint),
         step=meta["step"] if isinstance(meta.get("step"), int) else "unknown",  # never raw text from a file
@@ -87,10 +96,9 @@ def _load_snippet(repo: Optional[str]) -> str:
     """The card's loading line(s): a Hub id as is; a local folder by a path that works from any directory."""
     if repo is None:
         return '\npipe = DiffusionPipeline.from_pretrained("path/to/folder", trust_remote_code=True)'
-    # The card is written before the folder: "out/mnist" is local if "out" exists here.
-    looks_local = (os.path.isabs(repo) or repo.startswith(".") or repo.count("/") != 1 or os.path.exists(repo)
-                   or os.path.isdir(repo.split("/")[0]))  # fmt: skip
-    if not looks_local:
+    # A bare name is an output folder here (uploads are named 'user/name'). The card is written
+    # before the folder: "out/mnist" is local if "out" exists here.
+    if is_hub_id(repo) and repo.count("/") == 1 and not os.path.isdir(repo.split("/")[0]):
         return f'\npipe = DiffusionPipeline.from_pretrained("{repo}", trust_remote_code=True)'
     if os.path.abspath(repo) == os.path.abspath(DEFAULT_PIPELINE_DIR):
         return (
@@ -116,10 +124,9 @@ def load_pipeline_folder(source: Optional[str] = None, dtype=None):
     from diffusers import DiffusionPipeline
 
     source = source or DEFAULT_PIPELINE_DIR
-    looks_local = os.path.isabs(source) or source.startswith(".") or source.count("/") > 1 or "\\" in source
     if os.path.isdir(source) and not os.path.isfile(os.path.join(source, "model_index.json")):
         raise OSError(f"{source} is a folder but not a pipeline folder (it has no model_index.json)")
-    if looks_local and not os.path.isdir(source):  # else the Hub client answers with a puzzling repo-id error
+    if not os.path.isdir(source) and not is_hub_id(source):  # else the Hub client answers with a puzzling error
         raise OSError(f"no pipeline folder at {source}")
     with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; the old name works in all
         warnings.simplefilter("ignore", FutureWarning)
@@ -177,7 +184,7 @@ def check_output_dir(output_dir: str, overwrite: bool, keep: Sequence[str] = ())
         raise OutputFolderError(f"{output_dir} holds the input {inputs[0]}: --overwrite would delete it")
 
 
-def save_pipeline_folder(pipe: MNistDDIMPipeline, output_dir: str, card: Optional[str] = None,
+def save_pipeline_folder(pipe: MNistDDIMPipeline, output_dir: str, card: Optional["ModelCard"] = None,
                          overwrite: bool = False, keep: Sequence[str] = ()) -> str:  # fmt: skip
     """Saves into a temporary sibling folder, then renames it into place: no partial output, ever.
 
@@ -197,8 +204,7 @@ def save_pipeline_folder(pipe: MNistDDIMPipeline, output_dir: str, card: Optiona
     try:
         pipe.save_pretrained(staging, safe_serialization=True)
         if card is not None:
-            with open(os.path.join(staging, "README.md"), "w") as f:
-                f.write(card)
+            card.save(os.path.join(staging, "README.md"))
         if replacing and is_our_pipeline_folder(output_dir):  # still ours: retire it until the new one is in place
             retired = staging + "-old"
             os.rename(output_dir, retired)
