@@ -577,7 +577,7 @@ def sampler(capsys, monkeypatch, tiny_pipeline, workdir):
         loaded.append(settings)
         return tiny_pipeline
 
-    monkeypatch.setattr("pipeline_mnist_ddim.sampling.load_pipeline", load_tiny)
+    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.load_pipeline", load_tiny)
 
     def run(*argv):
         args = ["--output_dir", workdir / "outputs" / "samples", "--num_samples", "2", "--num_inference_steps", "2"]
@@ -601,12 +601,12 @@ SAMPLER_CASES = {
     "no steps": (["--num_inference_steps", "0"], ["--num_inference_steps"], False),
     "negative steps": (["--num_inference_steps", "-3"], ["--num_inference_steps"], False),
     "no samples": (["--num_samples", "0"], ["--num_samples"], False),
-    "--text_encoder without --model_checkpoint": (["--text_encoder", "openai/clip-vit-large-patch14"],
-                                                  ["--text_encoder applies to --model_checkpoint only"], False),  # fmt: skip
-    "--ema without --model_checkpoint": (["--ema"], ["--ema applies to --model_checkpoint only"], False),
-    "--compact_text_encoder without --model_checkpoint": (["--compact_text_encoder"],
-                                                          ["--compact_text_encoder applies to --model_checkpoint only"], False),  # fmt: skip
-    "both --pipeline and --model_checkpoint": (["--pipeline", "p", "--model_checkpoint", "c.pt"], ["either"], False),
+    "--text_encoder without --checkpoint": (["--text_encoder", "openai/clip-vit-large-patch14"],
+                                                  ["--text_encoder applies to --checkpoint only"], False),  # fmt: skip
+    "--ema without --checkpoint": (["--ema"], ["--ema applies to --checkpoint only"], False),
+    "--compact_text_encoder without --checkpoint": (["--compact_text_encoder"],
+                                                          ["--compact_text_encoder applies to --checkpoint only"], False),  # fmt: skip
+    "both --pipeline and --checkpoint": (["--pipeline", "p", "--checkpoint", "c.pt"], ["either"], False),
     "a bogus device": (["--device", "bogus"], ["--device 'bogus' is not a device"], False),
     "the meta device": (["--device", "meta"], ["cpu, cuda or mps"], False),
     "blank prompts": (["--prompts", "  "], ["--prompts is empty"], False),
@@ -637,7 +637,7 @@ def test_sampler_refuses_cuda_where_there_is_none(sampler, workdir, monkeypatch)
 
 
 def test_sampler_refuses_prompts_for_a_pipeline_without_text_encoder(sampler, workdir, monkeypatch, unconditional_pipeline):
-    monkeypatch.setattr("pipeline_mnist_ddim.sampling.load_pipeline", lambda settings: unconditional_pipeline)
+    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.load_pipeline", lambda settings: unconditional_pipeline)
     before = tree(workdir)
     assert_refused(*sampler("--prompts", "7")[:2], "no text encoder")
     assert tree(workdir) == before
@@ -661,7 +661,7 @@ def test_sampler_on_a_full_disk_keeps_the_earlier_run(sampler, workdir, monkeypa
         Path(path).write_bytes(b"\x89PNG half")
         raise OSError(errno.ENOSPC, "No space left on device", path)
 
-    monkeypatch.setattr("pipeline_mnist_ddim.sampling.save_grid", fill_the_disk)
+    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.save_grid", fill_the_disk)
     before = tree(workdir)
     assert_refused(*sampler("--overwrite")[:2], "no space left on the device")
     assert tree(workdir) == before
