@@ -79,6 +79,8 @@ class TrainConfig:
     max_grad_norm: float = option(1.0, "gradient-norm clip")
     ema_decay: float = option(0.0, "EMA decay of the weights; 0 disables the EMA")
     mixed_precision: Literal["no", "bf16"] = option("no", "bf16 autocast, or no")
+    device: Literal["auto", "cpu"] = option("auto", "auto: accelerate's choice (each process's GPU under accelerate "
+                                                    "launch), or cpu")  # fmt: skip
     sdpa: bool = option(True, "PyTorch's scaled-dot-product attention (--no_sdpa: the lesson's own)")
     max_minutes: Optional[float] = option(None, "wall-clock budget (None: no limit)")
     save_every: int = option(1000, "steps between checkpoints")

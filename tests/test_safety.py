@@ -6,7 +6,7 @@ processes of their own. The cases are tables: one row per input, with the text t
 """
 
 import errno
-import importlib.util
+import importlib
 import json
 import os
 import shutil
@@ -25,11 +25,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TORCH_UNSAFE_ADVICE = ("weights_only=False", "weights_only` set to `False`", "will likely succeed")
 
 
+COMMANDS = {"sample_ddim": "sample", "benchmark": "benchmark", "evaluate": "evaluate", "interpolate": "interpolate",
+            "train_lesson5e": "train"}  # scripts/<name>.py wraps pipeline_mnist_ddim.commands.<command>
+
+
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"pipeline_mnist_ddim.commands.{COMMANDS[name]}")
 
 
 def tree(root: Path) -> dict:
