@@ -39,8 +39,13 @@ def describe(device) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> BenchmarkOptions:
     (options,) = parse_settings([BenchmarkOptions], argv, description=__doc__)
+    return options
+
+
+def main(argv=None) -> int:
+    options = parse_args(argv)
     try:
         benchmark(options)
     except USER_ERRORS as err:  # a bad --device, sizes the network refuses
