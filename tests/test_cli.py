@@ -48,7 +48,7 @@ def run_help(script: str):
     return "\n".join(help_lines), json.loads(verdict)
 
 
-@pytest.mark.parametrize("script", sorted(WRAPPERS))
+@pytest.mark.parametrize("script", sorted([*WRAPPERS, "scripts/refresh_default_pipeline.py"]))
 def test_help_shows_defaults_without_importing_torch_or_diffusers(script):
     help_text, verdict = run_help(script)
     assert verdict == {"code": 0, "heavy": []}
