@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import List, Literal, Optional
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")  # devices.DTYPES maps them to torch dtypes
-DtypeName = Literal["float32", "float16", "bfloat16"]
+DtypeName = Literal[DTYPE_NAMES]  # type: ignore[valid-type]
 DEFAULT_TEXT_ENCODER = "openai/clip-vit-large-patch14"  # the lesson's CLIP text encoder
 SECTIONS = ("table", "guidance", "unconditional", "copying", "inversion")  # of the evaluation
 INTERPOLATION_SECTIONS = ("latents", "prompts", "consistency")
