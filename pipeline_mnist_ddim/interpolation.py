@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from dataclasses import asdict
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 from PIL import Image, ImageDraw

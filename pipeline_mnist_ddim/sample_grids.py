@@ -10,18 +10,18 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import List, Optional
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from .cli import check_writable_location
-from .devices import DTYPES, pick_device
+from .devices import DTYPES, pick_device, resolve_dtype
 from .image_grid import save_grid
 from .pipeline_folder import load_pipeline_folder
 from .lesson import labels_to_prompts
-from .settings import SampleSettings
+from .settings import DTYPE_CHOICES, SampleSettings
 
 logger = logging.getLogger(__name__)
 OUTPUT_FILES = ("unconditional_samples.png", "conditional_samples.png", "conditional_sample_prompts.txt", "settings.json")
@@ -45,8 +45,8 @@ def check_settings(settings: SampleSettings) -> torch.device:
         raise ValueError(f"--eta must be a number from 0 (deterministic DDIM) to 1 (DDPM-like), not {settings.eta}")
     if not math.isfinite(settings.guidance_scale) or settings.guidance_scale < 1:
         raise ValueError(f"--guidance_scale must be a finite number >= 1 (1: the lesson), not {settings.guidance_scale}")
-    if settings.dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, not {settings.dtype!r}")
+    if settings.dtype not in DTYPE_CHOICES:
+        raise ValueError(f"--dtype must be one of {list(DTYPE_CHOICES)}, not {settings.dtype!r}")
     if settings.prompts is not None and not settings.prompts.split():
         raise ValueError("--prompts is empty: give words such as \"7 seven 3\", or leave it out for random digits")
     check_writable_location(settings.output_dir)
@@ -90,8 +90,8 @@ def check_against_pipeline(settings: SampleSettings, pipe) -> None:
             raise ValueError(f"--prompts has words this model never saw: {unknown}; it knows {known}")
 
 
-def load_pipeline(settings: SampleSettings):
-    dtype = DTYPES[settings.dtype]
+def load_pipeline(settings: SampleSettings, dtype_name: Optional[str] = None):
+    dtype = DTYPES[dtype_name or settings.dtype]
     if settings.checkpoint:
         from .pipeline_builder import build_pipeline
 
@@ -126,7 +126,8 @@ def write_prompts(prompts: List[str], path: str, per_line: int = 8) -> None:
 def run(settings: SampleSettings) -> str:
     """Samples as Lesson 6 does; returns the folder written. Nothing is written unless sampling succeeded."""
     device = check_settings(settings)
-    pipe = load_pipeline(settings).to(device)
+    dtype = resolve_dtype(settings.dtype, device)
+    pipe = load_pipeline(settings, dtype).to(device)
     check_against_pipeline(settings, pipe)
     output_dir = fresh_output_dir(settings.output_dir, settings.overwrite)
     if output_dir != settings.output_dir:  # said now, not after minutes of sampling
@@ -170,7 +171,7 @@ def run(settings: SampleSettings) -> str:
             write_prompts(prompts, path)
     with atomic_path(os.path.join(output_dir, "settings.json")) as path, open(path, "w") as f:
         record = {**asdict(settings), "output_dir": output_dir, "pipeline": settings.pipeline or (None if settings.checkpoint else "embedded default"),
-                  "device": str(device), "scheduler": type(pipe.scheduler).__name__,
+                  "device": str(device), "dtype_used": dtype, "scheduler": type(pipe.scheduler).__name__,
                   "sampling_seconds": round(seconds, 1)}  # fmt: skip
         json.dump(record, f, indent=2)
     logger.info("sampled %d + %d images in %.1f s on %s -> %s", n, n if conditional is not None else 0, seconds, device, output_dir)

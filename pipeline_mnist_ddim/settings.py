@@ -10,6 +10,7 @@ from typing import List, Literal, Optional
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")  # devices.DTYPES maps them to torch dtypes
 DtypeName = Literal[DTYPE_NAMES]  # type: ignore[valid-type]
+DTYPE_CHOICES = ("auto",) + DTYPE_NAMES  # the main job's: "auto" is devices.resolve_dtype
 DEFAULT_TEXT_ENCODER = "openai/clip-vit-large-patch14"  # the lesson's CLIP text encoder
 SECTIONS = ("table", "guidance", "unconditional", "copying", "inversion")  # of the evaluation
 INTERPOLATION_SECTIONS = ("latents", "prompts", "consistency")
@@ -44,7 +45,8 @@ class SampleSettings:
     guidance_scale: float = option(1.0, "classifier-free guidance of the conditional grid (1: the lesson)")
     seed: int = option(42, "seed of the latents and the random prompts")
     device: str = option("auto", DEVICE_HELP)
-    dtype: DtypeName = option("float32", "dtype of the UNet and text encoder")
+    dtype: Literal[DTYPE_CHOICES] = option("float32", "dtype of the UNet and text encoder; auto: bfloat16 weights on "  # type: ignore[valid-type]
+                                                      "a CPU with native bf16 (AMX, AVX512-BF16), else float32")  # fmt: skip
     prompts: Optional[str] = option(None, 'prompts to cycle through, e.g. "7 seven 3" (None: random digits)')
 
 
@@ -89,6 +91,12 @@ class TrainConfig:
     seed: int = option(0, "seed of the weights, data order and noise")
     resume: Optional[str] = option(None, 'a checkpoint path or "latest" in --output_dir')
     init_weights: Optional[str] = option(None, "start from these network weights (.pt or .safetensors, comma-separated)")
+    # torch.compile of the network (forward and backward); "reduce-overhead" adds CUDA graphs, which
+    # suit this step: fixed shapes, no host sync (the zero-context coin is drawn on the CPU).
+    compile: bool = option(False, "torch.compile the network (forward and backward)")
+    compile_mode: Optional[str] = option(None, "with --compile: default, reduce-overhead (CUDA graphs), max-autotune or "
+                                               "max-autotune-no-cudagraphs (None: inductor's default)")  # fmt: skip
+    compile_backend: str = option("inductor", "torch.compile backend; aot_eager traces without code generation (tests)")
 
 
 @dataclass
@@ -197,13 +205,26 @@ class DemoOptions:
 
 @dataclass
 class BenchmarkOptions:
+    suite: Literal["compare", "gpu"] = option("compare", "compare: pipeline vs reference loop in float32 and the "
+                                                        "device's reduced precision; gpu: every GPU variant")  # fmt: skip
     device: str = option("auto", DEVICE_HELP)
-    batch_size: Optional[int] = option(None, "images per call (None: 64 on CUDA, 8 on CPU)")
+    batch_size: Optional[int] = option(None, "images per call (None: 64 on CUDA or with --suite gpu, 8 on CPU)")
     num_inference_steps: int = option(50, "DDIM steps")
     base_channels: int = option(128, "UNet width")
     context_dim: int = option(768, "text-embedding width")
-    repeats: int = option(1, "timed runs after the warm-up")
-    seed: int = option(0, "seed of the random weights and latents")
+    repeats: Optional[int] = option(None, "timed runs per variant (None: 1; 3 for --suite gpu)")
+    seed: int = option(0, "seed of the random weights, latents and contexts")
+    # --suite gpu only
+    tiny: bool = option(False, "--suite gpu: toy sizes (base 32, context 32, batch 2, 2 steps, 1 repeat)")
+    context_tokens: int = option(77, "--suite gpu: prompt tokens (CLIP's 77)")
+    warmups: int = option(1, "--suite gpu: untimed runs per variant (+1 when compiled)")
+    dtypes: Optional[List[str]] = option(None, "--suite gpu: dtypes of the plain rows (None: all three on CUDA, "
+                                               "float32 and bfloat16 elsewhere)", choices=DTYPE_NAMES)  # fmt: skip
+    half_dtype: Optional[Literal["float16", "bfloat16"]] = option(None, "--suite gpu: dtype of the extra rows "
+                                                                        "(None: float16 on CUDA, else bfloat16)")  # fmt: skip
+    compile_modes: Optional[List[str]] = option(None, '--suite gpu: torch.compile modes, "none" for none (None: '
+                                                      '"reduce-overhead" "max-autotune" on CUDA, none elsewhere)')  # fmt: skip
+    json: Optional[str] = option(None, "--suite gpu: write the results here (after every row, so a cut-short run keeps them)")
 
 
 @dataclass

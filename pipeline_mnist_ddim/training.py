@@ -33,7 +33,6 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = "gaussian_diffusion_ddpm-{step}.pt"
 
 
-
 def _atomic_torch_save(obj, path: str) -> None:
     tmp = path + ".tmp"
     torch.save(obj, tmp)
@@ -123,6 +122,9 @@ def train(config: TrainConfig) -> str:
         logger.info("resumed from %s at step %d", resume, step)
     if ema is not None:
         ema.to(device)
+    if config.compile:
+        # In place (Module.compile): the state dict keeps the lesson's keys, no "_orig_mod." prefix.
+        unet.compile(mode=config.compile_mode, backend=config.compile_backend, dynamic=False)
 
     diffusion, optimizer = accelerator.prepare(diffusion, optimizer)
     with open(os.path.join(config.output_dir, "train_config.json"), "w") as f:
