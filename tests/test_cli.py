@@ -6,6 +6,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -52,7 +53,7 @@ def run_help(script: str):
 def test_help_shows_defaults_without_importing_torch_or_diffusers(script):
     help_text, verdict = run_help(script)
     assert verdict == {"code": 0, "heavy": []}
-    assert "(default: " in help_text
+    assert re.search(r"\(default:\s", help_text)
     assert "--help" in help_text
 
 
@@ -179,7 +180,7 @@ def sample_with_tiny_pipeline(tiny_pipeline, monkeypatch, tmp_path):
             return super().__call__(*args, **kwargs)
 
     tiny_pipeline.__class__ = Recording  # this test's instance only
-    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.load_pipeline", lambda settings: tiny_pipeline)
+    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.load_pipeline", lambda settings, dtype_name=None: tiny_pipeline)
 
     def run(*argv):
         return sample.main(["--output_dir", str(tmp_path / "out"), "--num_samples", "2", "--num_inference_steps", "2",

@@ -574,7 +574,7 @@ def sampler(capsys, monkeypatch, tiny_pipeline, workdir):
     module = load_script("sample_ddim")
     loaded = []
 
-    def load_tiny(settings):
+    def load_tiny(settings, dtype_name=None):
         loaded.append(settings)
         return tiny_pipeline
 
@@ -638,7 +638,7 @@ def test_sampler_refuses_cuda_where_there_is_none(sampler, workdir, monkeypatch)
 
 
 def test_sampler_refuses_prompts_for_a_pipeline_without_text_encoder(sampler, workdir, monkeypatch, unconditional_pipeline):
-    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.load_pipeline", lambda settings: unconditional_pipeline)
+    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.load_pipeline", lambda settings, dtype_name=None: unconditional_pipeline)
     before = tree(workdir)
     assert_refused(*sampler("--prompts", "7")[:2], "no text encoder")
     assert tree(workdir) == before
