@@ -11,19 +11,22 @@ checkpoint's name, step and loss read from the old card. The UNet and text-encod
 are compared with what was loaded before anything is replaced; any difference is an error.
 """
 
-from __future__ import annotations  # the torch types below are imported after parsing
-
 import logging
 import os
 import re
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Tuple
+from typing import TYPE_CHECKING, Tuple
 
 from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
 from pipeline_mnist_ddim.cli import parse_settings
 from pipeline_mnist_ddim.settings import option
+
+if TYPE_CHECKING:  # imported after parsing, so that --help answers at once
+    import torch
+
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_CARD_DETAILS = os.path.join(REPO_DIR, "docs", "default_model.md")
@@ -37,7 +40,7 @@ class RefreshOptions:
     output_dir: str = option(DEFAULT_PIPELINE_DIR, "where to write it (in place by default)")
 
 
-def stored_dtype(weights_file: str) -> torch.dtype:
+def stored_dtype(weights_file: str) -> "torch.dtype":
     from safetensors.torch import load_file
 
     dtypes = {tensor.dtype for tensor in load_file(weights_file).values()}
@@ -63,7 +66,7 @@ def without_prefix(state_dict: dict) -> dict:
     return {key[len("text_model."):] if key.startswith("text_model.") else key: value for key, value in state_dict.items()}
 
 
-def load_default(source: str) -> MNistDDIMPipeline:
+def load_default(source: str) -> "MNistDDIMPipeline":
     from diffusers import DDIMScheduler
     from safetensors.torch import load_file
     from transformers import AutoTokenizer, CLIPTextModel
