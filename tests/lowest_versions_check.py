@@ -149,7 +149,7 @@ def write(work: str, default_dir: str = None) -> None:
     from pipeline_mnist_ddim.metrics import predict_labels
     from pipeline_mnist_ddim.pipeline_folder import save_pipeline_folder
     from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-    from pipeline_mnist_ddim.reference import TEXT_LABELS
+    from pipeline_mnist_ddim.lesson import TEXT_LABELS
     from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
     from pipeline_mnist_ddim.text_encoder import build_text_encoder
     from pipeline_mnist_ddim.unet_mnist import MNistUNet2DConditionModel

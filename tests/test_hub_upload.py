@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT
+from hidden_package import HIDE_PACKAGE
 from hub_server import HubServer
 
 import pipeline_mnist_ddim.pipeline_mnist_ddim as pipeline_module
@@ -46,22 +47,8 @@ pipe.push_to_hub(pushed_repo)
 """
 
 # Runs where the package is hidden: downloads each repository into an empty cache and samples.
-DOWNLOAD_AND_SAMPLE = r"""
-import importlib.abc, json, sys
-
-class HidePackage(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "pipeline_mnist_ddim" or name.startswith("pipeline_mnist_ddim."):
-            raise ImportError(f"{name} is hidden: the repository must load from its own code")
-        return None
-
-sys.meta_path.insert(0, HidePackage())
-try:
-    import pipeline_mnist_ddim
-except ImportError:
-    pass
-else:
-    sys.exit("the package is still importable: the check would prove nothing")
+DOWNLOAD_AND_SAMPLE = HIDE_PACKAGE + r"""
+import json, sys
 
 import numpy as np
 import torch

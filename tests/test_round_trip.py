@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DiffusionPipeline
+from hidden_package import HIDE_PACKAGE
 from safetensors import safe_open
 
 import pipeline_mnist_ddim.pipeline_mnist_ddim as pipeline_module
@@ -26,22 +27,7 @@ PROMPTS = ["seven", "3"]
 SEED, STEPS = 21, 5
 
 # Runs in the subprocess: load FOLDER without this package, sample, save the images; optionally re-save.
-LOAD_AND_SAMPLE = r"""
-import importlib.abc, sys
-
-class HidePackage(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "pipeline_mnist_ddim" or name.startswith("pipeline_mnist_ddim."):
-            raise ImportError(f"{name} is hidden: the folder must load from its own code")
-        return None
-
-sys.meta_path.insert(0, HidePackage())
-try:
-    import pipeline_mnist_ddim
-except ImportError:
-    pass
-else:
-    sys.exit("the package is still importable: the check would prove nothing")
+LOAD_AND_SAMPLE = HIDE_PACKAGE + r"""
 
 import json
 import numpy as np
