@@ -11,8 +11,8 @@
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Union
+from dataclasses import asdict
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 from PIL import Image, ImageDraw
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .image_grid import save_grid
 from .metrics import predict_labels
+from .settings import InterpolationSettings
 
 logger = logging.getLogger(__name__)
 
@@ -137,21 +138,6 @@ def save_labelled_rows(images: torch.Tensor, path: str, row_labels: Sequence[str
 
 # ---------------------------------------------------------------------------- the CLI's run
 
-
-@dataclass
-class InterpolationSettings:
-    """What ``scripts/interpolate.py`` draws; the defaults take a few minutes on a 2-core CPU."""
-
-    sections: List[str] = field(default_factory=lambda: ["latents", "prompts", "consistency"])
-    num_frames: int = 10
-    num_inference_steps: int = 50
-    num_pairs: int = 4  # rows of the latent strip
-    latent_prompt: Optional[str] = None  # None: unconditional, as the DDIM paper
-    prompt_pairs: List[str] = field(default_factory=lambda: ["3,8", "1,7", "0,6", "4,9"])
-    consistency_samples: int = 8
-    consistency_steps: List[int] = field(default_factory=lambda: [10, 20, 50, 100, 1000])
-    consistency_prompt: Optional[str] = None
-    seed: int = 0
 
 
 def run_interpolation(pipe, settings: InterpolationSettings, output_dir: str,

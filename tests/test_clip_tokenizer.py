@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import regex
 import torch
-from conftest import load_convert_script, perturbed_reference, save_lesson_checkpoint
+from conftest import perturbed_reference, save_lesson_checkpoint
 from test_compact_text_encoder import SIZE_LIMIT, folder_size, sample_in_fresh_process
 from test_round_trip import run_converter
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from pipeline_mnist_ddim.commands import convert as convert_command
 from pipeline_mnist_ddim.compaction import LESSON_PROMPTS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -158,7 +159,7 @@ def full_size_folders(clip_width_encoder_folder, tmp_path_factory):
     work = tmp_path_factory.mktemp("full_size_chain")
     reference = perturbed_reference(base_channels=128, context_dim=768, seed=5)
     checkpoint = save_lesson_checkpoint(reference, work / "gaussian_diffusion_ddpm-10000.pt")
-    script = load_convert_script()
+    script = convert_command
     encoder = ["--text_encoder", str(clip_width_encoder_folder)]
     full = run_converter(script, checkpoint, work / "full", *encoder)
     compact = run_converter(script, checkpoint, work / "compact", *encoder, "--compact_text_encoder")

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CONTEXT, load_convert_script, perturbed_reference, save_lesson_checkpoint
+from conftest import TINY_CONTEXT, perturbed_reference, save_lesson_checkpoint
 from test_round_trip import LOAD_AND_SAMPLE, run_converter
 
 import pipeline_mnist_ddim.compact_text_encoder as compact_module
+from pipeline_mnist_ddim.commands import convert as convert_command
 from pipeline_mnist_ddim.compaction import LESSON_PROMPTS, compact_text_encoder
 from pipeline_mnist_ddim.text_encoder import build_text_encoder
 
@@ -66,7 +67,7 @@ def folder_size(path: Path) -> int:
 def folders(lesson_checkpoint, text_encoder_folder, tmp_path_factory):
     """The tiny checkpoint converted twice with the same text encoder: in full, and compact."""
     out = tmp_path_factory.mktemp("compact")
-    script = load_convert_script()
+    script = convert_command
     full = run_converter(script, lesson_checkpoint, out / "full", "--text_encoder", str(text_encoder_folder))
     compact = run_converter(script, lesson_checkpoint, out / "compact", "--text_encoder", str(text_encoder_folder),
                             "--compact_text_encoder")  # fmt: skip
@@ -126,7 +127,7 @@ def test_compact_text_encoder_and_tokenizer_at_clip_width_take_under_5_mb(tmp_pa
     (tmp_path / "clip_width").mkdir()
     text_encoder.save_pretrained(tmp_path / "clip_width")
     tokenizer.save_pretrained(tmp_path / "clip_width")
-    folder = run_converter(load_convert_script(), checkpoint, tmp_path / "out", "--text_encoder",
+    folder = run_converter(convert_command, checkpoint, tmp_path / "out", "--text_encoder",
                            str(tmp_path / "clip_width"), "--compact_text_encoder")  # fmt: skip
     size = folder_size(folder / "text_encoder") + folder_size(folder / "tokenizer")
     assert 20 * 77 * 768 * 4 < size <= SIZE_LIMIT, size
@@ -161,22 +162,16 @@ def test_the_compact_encoder_itself_refuses_anything_but_the_20_prompts(tiny_tex
 def test_compact_needs_a_text_encoder(lesson_checkpoint, tmp_path, capsys):
     argv = ["--checkpoint", str(lesson_checkpoint), "--output_dir", str(tmp_path / "out"), "--text_encoder", "none",
             "--compact_text_encoder"]  # fmt: skip
-    assert load_convert_script().main(argv) == 2
+    assert convert_command.main(argv) == 2
     assert "error: --compact_text_encoder needs a text encoder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
 def test_sample_script_accepts_compact_text_encoder(lesson_checkpoint, text_encoder_folder):
-    import importlib.util
+    from pipeline_mnist_ddim.commands import sample
+    from pipeline_mnist_ddim.sample_grids import load_pipeline
 
-    from conftest import REPO_ROOT
-
-    from pipeline_mnist_ddim.sampling import load_pipeline
-
-    spec = importlib.util.spec_from_file_location("sample_ddim", REPO_ROOT / "scripts" / "sample_ddim.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    settings = script.parse_args(["--model_checkpoint", str(lesson_checkpoint), "--text_encoder",
+    settings = sample.parse_args(["--checkpoint", str(lesson_checkpoint), "--text_encoder",
                                   str(text_encoder_folder), "--compact_text_encoder"])  # fmt: skip
     pipe = load_pipeline(settings)
     assert type(pipe.text_encoder).__name__ == "CompactTextEncoder"

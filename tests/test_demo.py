@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
+from pipeline_mnist_ddim.commands import demo as demo_command
 from pipeline_mnist_ddim.demo import (
     SCHEDULERS,
     DemoInputError,
@@ -349,14 +350,14 @@ def load_script(path):
 
 
 def test_script_without_gradio_says_how_to_install_it(monkeypatch, capsys):
-    script = load_script(REPO_ROOT / "scripts" / "demo.py")
+    script = demo_command
     monkeypatch.setitem(sys.modules, "gradio", None)  # makes `import gradio` raise ImportError
     assert script.main([]) == 2
     assert capsys.readouterr().err.strip() == "error: the demo needs Gradio: pip install -e '.[demo]'"
 
 
 def test_script_refuses_a_missing_pipeline_folder(tmp_path, capsys):
-    script = load_script(REPO_ROOT / "scripts" / "demo.py")
+    script = demo_command
     assert script.main(["--pipeline", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.startswith("error: no pipeline folder at")
 
@@ -377,7 +378,7 @@ def test_heun_counts_two_network_evaluations_per_step(demo):
 
 
 def test_script_defaults_are_the_documented_caps():
-    args = load_script(REPO_ROOT / "scripts" / "demo.py").parse_args([])
+    args = demo_command.parse_args([])
     assert (args.host, args.port, args.share, args.device, args.dtype) == ("127.0.0.1", 7860, False, "auto", "float32")
     assert (args.concurrency_limit, args.max_images, args.max_image_steps) == (1, 32, 2000)
     assert DemoLimits() == DemoLimits(max_images=32, max_image_steps=2000, max_frames=16, concurrency=1, max_queue=16)

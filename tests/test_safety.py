@@ -6,7 +6,7 @@ processes of their own. The cases are tables: one row per input, with the text t
 """
 
 import errno
-import importlib.util
+import importlib
 import json
 import os
 import shutil
@@ -25,11 +25,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TORCH_UNSAFE_ADVICE = ("weights_only=False", "weights_only` set to `False`", "will likely succeed")
 
 
+COMMANDS = {"sample_ddim": "sample", "benchmark": "benchmark", "evaluate": "evaluate", "interpolate": "interpolate",
+            "train_lesson5e": "train"}  # scripts/<name>.py wraps pipeline_mnist_ddim.commands.<command>
+
+
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"pipeline_mnist_ddim.commands.{COMMANDS[name]}")
 
 
 def tree(root: Path) -> dict:
@@ -577,7 +578,7 @@ def sampler(capsys, monkeypatch, tiny_pipeline, workdir):
         loaded.append(settings)
         return tiny_pipeline
 
-    monkeypatch.setattr("pipeline_mnist_ddim.sampling.load_pipeline", load_tiny)
+    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.load_pipeline", load_tiny)
 
     def run(*argv):
         args = ["--output_dir", workdir / "outputs" / "samples", "--num_samples", "2", "--num_inference_steps", "2"]
@@ -601,12 +602,12 @@ SAMPLER_CASES = {
     "no steps": (["--num_inference_steps", "0"], ["--num_inference_steps"], False),
     "negative steps": (["--num_inference_steps", "-3"], ["--num_inference_steps"], False),
     "no samples": (["--num_samples", "0"], ["--num_samples"], False),
-    "--text_encoder without --model_checkpoint": (["--text_encoder", "openai/clip-vit-large-patch14"],
-                                                  ["--text_encoder applies to --model_checkpoint only"], False),  # fmt: skip
-    "--ema without --model_checkpoint": (["--ema"], ["--ema applies to --model_checkpoint only"], False),
-    "--compact_text_encoder without --model_checkpoint": (["--compact_text_encoder"],
-                                                          ["--compact_text_encoder applies to --model_checkpoint only"], False),  # fmt: skip
-    "both --pipeline and --model_checkpoint": (["--pipeline", "p", "--model_checkpoint", "c.pt"], ["either"], False),
+    "--text_encoder without --checkpoint": (["--text_encoder", "openai/clip-vit-large-patch14"],
+                                                  ["--text_encoder applies to --checkpoint only"], False),  # fmt: skip
+    "--ema without --checkpoint": (["--ema"], ["--ema applies to --checkpoint only"], False),
+    "--compact_text_encoder without --checkpoint": (["--compact_text_encoder"],
+                                                          ["--compact_text_encoder applies to --checkpoint only"], False),  # fmt: skip
+    "both --pipeline and --checkpoint": (["--pipeline", "p", "--checkpoint", "c.pt"], ["either"], False),
     "a bogus device": (["--device", "bogus"], ["--device 'bogus' is not a device"], False),
     "the meta device": (["--device", "meta"], ["cpu, cuda or mps"], False),
     "blank prompts": (["--prompts", "  "], ["--prompts is empty"], False),
@@ -637,7 +638,7 @@ def test_sampler_refuses_cuda_where_there_is_none(sampler, workdir, monkeypatch)
 
 
 def test_sampler_refuses_prompts_for_a_pipeline_without_text_encoder(sampler, workdir, monkeypatch, unconditional_pipeline):
-    monkeypatch.setattr("pipeline_mnist_ddim.sampling.load_pipeline", lambda settings, dtype_name=None: unconditional_pipeline)
+    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.load_pipeline", lambda settings, dtype_name=None: unconditional_pipeline)
     before = tree(workdir)
     assert_refused(*sampler("--prompts", "7")[:2], "no text encoder")
     assert tree(workdir) == before
@@ -661,7 +662,7 @@ def test_sampler_on_a_full_disk_keeps_the_earlier_run(sampler, workdir, monkeypa
         Path(path).write_bytes(b"\x89PNG half")
         raise OSError(errno.ENOSPC, "No space left on device", path)
 
-    monkeypatch.setattr("pipeline_mnist_ddim.sampling.save_grid", fill_the_disk)
+    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.save_grid", fill_the_disk)
     before = tree(workdir)
     assert_refused(*sampler("--overwrite")[:2], "no space left on the device")
     assert tree(workdir) == before

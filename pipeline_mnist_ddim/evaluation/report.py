@@ -69,7 +69,7 @@ def results_markdown(results: Dict[str, Any]) -> str:
     parts = [f"# DDIM evaluation of `{results['pipeline']}`", "",
              f"Device: {results['device']} x {results['num_processes']} process(es); "
              f"wall time {results['seconds'] / 60:.1f} min"
-             + (" (run with --resume: cells already in its cache were reused; evaluation.json keeps each cell's own time)"
+             + (" (run with --reuse_cache: cells already in its cache were reused; evaluation.json keeps each cell's own time)"
                 if settings.cache_dir else "")
              + ". Frechet distance is on the shipped digit classifier's "
              f"64 features (not Inception) against the {held_out} held-out real digits; the real-data floor is N "

@@ -1,4 +1,4 @@
-"""The main job: Lesson 6's sampling script on a diffusers pipeline.
+"""The main job (``mnist-ddim-sample``): Lesson 6's sample grids from a diffusers pipeline.
 
 Writes 8x8 grids of unconditional and conditional samples, the prompts (8 a line,
 words and numerals mixed as in the lesson) and the exact settings used.
@@ -9,80 +9,33 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import List, Optional
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from .cli import check_writable_location
+from .devices import DTYPES, pick_device, resolve_dtype
 from .files import atomic_path
 from .folder_io import load_pipeline_folder
 from .image_grid import save_grid
 from .lesson import labels_to_prompts
+from .settings import DTYPE_CHOICES, SampleSettings
 
 logger = logging.getLogger(__name__)
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-DTYPE_CHOICES = ("auto",) + tuple(DTYPES)
 OUTPUT_FILES = ("unconditional_samples.png", "conditional_samples.png", "conditional_sample_prompts.txt", "settings.json")
-
-
-@dataclass
-class SampleSettings:
-    pipeline: Optional[str] = None  # a folder or Hub id; None = the embedded default
-    model_checkpoint: Optional[str] = None  # a Lesson 5e checkpoint, converted in memory
-    text_encoder: Optional[str] = None  # for --model_checkpoint prompts
-    compact_text_encoder: bool = False  # with --model_checkpoint: the encoder's table for the 20 prompts
-    ema: bool = False
-    output_dir: str = "output"
-    overwrite: bool = False
-    num_samples: int = 64
-    num_inference_steps: int = 50
-    eta: float = 0.0
-    guidance_scale: float = 1.0
-    seed: int = 42
-    device: str = "auto"
-    dtype: str = "float32"  # "auto": see resolve_dtype
-    prompts: Optional[str] = None  # "7 seven 3 ..."; default: random labels as the lesson
-
-
-def pick_device(name: str) -> torch.device:
-    """The device asked for, refused with a ValueError when it is not a device or is not on this machine."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from err
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type == "mps" and not _mps_available():
-        raise ValueError(f"--device {name}: MPS is not available here; use cpu or auto")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"--device {name!r}: sampling runs on cpu, cuda or mps")
-    return device
-
-
-def _mps_available() -> bool:
-    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def check_settings(settings: SampleSettings) -> torch.device:
     """Everything that can be checked before loading a model; returns the device."""
-    if settings.pipeline and settings.model_checkpoint:
-        raise ValueError("pass either --pipeline or --model_checkpoint, not both")
+    if settings.pipeline and settings.checkpoint:
+        raise ValueError("pass either --pipeline or --checkpoint, not both")
     checkpoint_only = (("--text_encoder", settings.text_encoder), ("--compact_text_encoder", settings.compact_text_encoder),
                        ("--ema", settings.ema))  # fmt: skip
     for flag, value in checkpoint_only:
-        if value and not settings.model_checkpoint:
-            raise ValueError(f"{flag} applies to --model_checkpoint only (a pipeline folder has its own text encoder)")
+        if value and not settings.checkpoint:
+            raise ValueError(f"{flag} applies to --checkpoint only (a pipeline folder has its own text encoder)")
     if not isinstance(settings.num_samples, int) or settings.num_samples < 1:
         raise ValueError(f"--num_samples must be at least 1, not {settings.num_samples}")
     if not isinstance(settings.num_inference_steps, int) or settings.num_inference_steps < 1:
@@ -137,32 +90,12 @@ def check_against_pipeline(settings: SampleSettings, pipe) -> None:
             raise ValueError(f"--prompts has words this model never saw: {unknown}; it knows {known}")
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (Intel AMX or AVX512-BF16)."""
-    get_capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.10
-    if get_capabilities is not None:
-        capabilities = get_capabilities()
-        return bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
-    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-
-
-def resolve_dtype(name: str, device: torch.device) -> str:
-    """``auto`` is bfloat16 weights (latents stay float32) on a CPU with native bf16, float32 elsewhere.
-
-    On such a CPU bf16 weights halve the main job's time (README, "Speed"); without native bf16 it
-    is emulated and slower, and GPUs keep float32 until measured.
-    """
-    if name != "auto":
-        return name
-    return "bfloat16" if device.type == "cpu" and cpu_has_native_bf16() else "float32"
-
-
 def load_pipeline(settings: SampleSettings, dtype_name: Optional[str] = None):
     dtype = DTYPES[dtype_name or settings.dtype]
-    if settings.model_checkpoint:
+    if settings.checkpoint:
         from .checkpoint_to_pipeline import build_pipeline
 
-        pipe, _ = build_pipeline(settings.model_checkpoint, settings.text_encoder, dtype, use_ema=settings.ema,
+        pipe, _ = build_pipeline(settings.checkpoint, settings.text_encoder, dtype, use_ema=settings.ema,
                                  compact_text_encoder=settings.compact_text_encoder)  # fmt: skip
         return pipe
     return load_pipeline_folder(settings.pipeline, dtype)
@@ -179,6 +112,11 @@ def fresh_output_dir(output_dir: str, overwrite: bool) -> str:
     return os.path.join(output_dir, f"run-{n}")
 
 
+def label_progress_bar(pipe, label: str) -> None:
+    """Names the pipeline's next progress bar, keeping the rest of its configuration (e.g. ``disable``)."""
+    pipe.set_progress_bar_config(**{**getattr(pipe, "_progress_bar_config", {}), "desc": label})
+
+
 def write_prompts(prompts: List[str], path: str, per_line: int = 8) -> None:
     lines = [" ".join(prompts[i : i + per_line]) for i in range(0, len(prompts), per_line)]
     with open(path, "w") as f:
@@ -191,6 +129,10 @@ def run(settings: SampleSettings) -> str:
     dtype = resolve_dtype(settings.dtype, device)
     pipe = load_pipeline(settings, dtype).to(device)
     check_against_pipeline(settings, pipe)
+    output_dir = fresh_output_dir(settings.output_dir, settings.overwrite)
+    if output_dir != settings.output_dir:  # said now, not after minutes of sampling
+        logger.warning("%s already holds a run: writing to %s (--overwrite replaces it instead)", settings.output_dir,
+                       output_dir)  # fmt: skip
 
     generator = torch.Generator().manual_seed(settings.seed)  # on the CPU: the same images on any device
     n = settings.num_samples
@@ -200,6 +142,7 @@ def run(settings: SampleSettings) -> str:
                   generator=generator)  # fmt: skip
     started = time.perf_counter()
 
+    label_progress_bar(pipe, "unconditional")
     unconditional = pipe(latents=randn_tensor(shape, generator=generator), batch_size=n, **common).images
     if settings.prompts:
         words = settings.prompts.split()
@@ -209,6 +152,7 @@ def run(settings: SampleSettings) -> str:
     conditional = None
     if pipe.text_encoder is not None:
         latents = randn_tensor(shape, generator=generator)
+        label_progress_bar(pipe, "conditional")
         conditional = pipe(prompt=prompts, latents=latents, guidance_scale=settings.guidance_scale, **common).images
     else:
         logger.warning("this pipeline has no text encoder: conditional samples skipped")
@@ -217,7 +161,6 @@ def run(settings: SampleSettings) -> str:
         if images is not None and not torch.isfinite(images).all():  # would be saved as black squares
             raise ValueError(f"the {name} samples hold NaN or infinite values: the model or its settings are broken")
 
-    output_dir = fresh_output_dir(settings.output_dir, settings.overwrite)
     os.makedirs(output_dir, exist_ok=True)
     with atomic_path(os.path.join(output_dir, "unconditional_samples.png")) as path:
         save_grid(unconditional, path)
@@ -227,7 +170,7 @@ def run(settings: SampleSettings) -> str:
         with atomic_path(os.path.join(output_dir, "conditional_sample_prompts.txt")) as path:
             write_prompts(prompts, path)
     with atomic_path(os.path.join(output_dir, "settings.json")) as path, open(path, "w") as f:
-        record = {**asdict(settings), "pipeline": settings.pipeline or (None if settings.model_checkpoint else "embedded default"),
+        record = {**asdict(settings), "output_dir": output_dir, "pipeline": settings.pipeline or (None if settings.checkpoint else "embedded default"),
                   "device": str(device), "dtype_used": dtype, "scheduler": type(pipe.scheduler).__name__,
                   "sampling_seconds": round(seconds, 1)}  # fmt: skip
         json.dump(record, f, indent=2)

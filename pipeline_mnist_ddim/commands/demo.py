@@ -1,0 +1,48 @@
+"""The web demo: sample, invert and interpolate digits in a browser (Gradio).
+
+    pip install -e '.[demo]'
+    mnist-ddim-demo                              # embedded default, http://127.0.0.1:7860
+    mnist-ddim-demo --pipeline PATH_OR_REPO --host 0.0.0.0 --port 8080
+
+(or python scripts/demo.py ...). The logic lives in pipeline_mnist_ddim/demo.py; this parses arguments and launches.
+"""
+
+import logging
+import sys
+
+from ..cli import parse_settings
+from ..settings import DemoOptions
+
+
+def parse_args(argv=None) -> DemoOptions:
+    (options,) = parse_settings([DemoOptions], argv, description=__doc__)
+    return options
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests to itself
+    args = parse_args(argv)
+    for name in ("port", "concurrency_limit", "max_images", "max_image_steps"):
+        if getattr(args, name) < 1:
+            print(f"error: --{name} must be at least 1, not {getattr(args, name)}", file=sys.stderr)
+            return 2
+    try:
+        from ..demo import DemoLimits, build_demo, import_gradio, launch
+        from ..devices import pick_device, torch_dtype
+        from ..folder_io import load_pipeline_folder
+
+        import_gradio()
+        device = pick_device(args.device)
+        pipe = load_pipeline_folder(args.pipeline, torch_dtype(args.dtype)).to(device)
+        limits = DemoLimits(max_images=args.max_images, max_image_steps=args.max_image_steps, concurrency=args.concurrency_limit)
+        blocks = build_demo(pipe, source=args.pipeline, limits=limits, device=str(device))
+    except (ImportError, ValueError, OSError) as err:  # Gradio missing, bad paths and arguments: say what
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    launch(blocks, host=args.host, port=args.port, share=args.share)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

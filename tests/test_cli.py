@@ -1,0 +1,208 @@
+"""One command-line vocabulary: every tool parses its settings dataclasses the same way, answers --help at once
+with its defaults, and keeps last release's spellings working with a deprecation warning."""
+
+import configparser
+import importlib
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT
+
+from pipeline_mnist_ddim.cli import parse_settings
+from pipeline_mnist_ddim.settings import SampleSettings
+
+# wrapper script (relative to the repository) -> command module in pipeline_mnist_ddim.commands
+WRAPPERS = {
+    "scripts/sample_ddim.py": "sample",
+    "convert_checkpoint.py": "convert",
+    "scripts/train_lesson5e.py": "train",
+    "scripts/evaluate.py": "evaluate",
+    "scripts/interpolate.py": "interpolate",
+    "scripts/demo.py": "demo",
+    "scripts/benchmark.py": "benchmark",
+    "scripts/train_classifier.py": "train_classifier",
+}
+# What --help must not load: the point of parsing before importing.
+HEAVY = ("torch", "diffusers", "accelerate")
+HELP_PROBE = """
+import runpy, sys, json
+sys.argv = [{script!r}, "--help"]
+try:
+    runpy.run_path({script!r}, run_name="__main__")
+except SystemExit as exit:
+    code = exit.code
+print(json.dumps({{"code": code, "heavy": sorted(m for m in {heavy!r} if m in sys.modules)}}))
+"""
+
+
+def run_help(script: str):
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    probe = HELP_PROBE.format(script=str(REPO_ROOT / script), heavy=HEAVY)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=REPO_ROOT,
+                          timeout=120)  # fmt: skip
+    *help_lines, verdict = done.stdout.rstrip("\n").split("\n")
+    return "\n".join(help_lines), json.loads(verdict)
+
+
+@pytest.mark.parametrize("script", sorted([*WRAPPERS, "scripts/refresh_default_pipeline.py"]))
+def test_help_shows_defaults_without_importing_torch_or_diffusers(script):
+    help_text, verdict = run_help(script)
+    assert verdict == {"code": 0, "heavy": []}
+    assert re.search(r"\(default:\s", help_text)
+    assert "--help" in help_text
+
+
+def test_help_keeps_the_usage_example_lines():
+    help_text, _ = run_help("convert_checkpoint.py")
+    assert "--output_dir mnist-ddim \\\n" in help_text  # a raw docstring: the continuation stays on its own line
+
+
+@pytest.mark.parametrize("script, command", sorted(WRAPPERS.items()))
+def test_script_wraps_its_command_module(script, command):
+    source = (REPO_ROOT / script).read_text()
+    assert f"from pipeline_mnist_ddim.commands.{command} import main" in source
+    assert callable(importlib.import_module(f"pipeline_mnist_ddim.commands.{command}").main)
+
+
+def test_every_command_is_a_console_entry_point():
+    config = configparser.ConfigParser()
+    config.read(REPO_ROOT / "setup.cfg")
+    lines = [line.split("=") for line in config["options.entry_points"]["console_scripts"].strip().splitlines()]
+    targets = {name.strip(): target.strip() for name, target in lines}
+    assert set(targets.values()) == {f"pipeline_mnist_ddim.commands.{command}:main" for command in WRAPPERS.values()}
+    assert all(name.startswith("mnist-ddim-") for name in targets)
+
+
+@pytest.mark.parametrize("command", ["sample", "convert", "evaluate", "interpolate", "demo", "benchmark"])
+def test_commands_that_run_a_model_share_device_and_dtype_flags(command):
+    parse_args = importlib.import_module(f"pipeline_mnist_ddim.commands.{command}").parse_args
+    flags = {"--device": "cpu", "--dtype": "bfloat16"}
+    if command == "convert":  # writes weights in --dtype; runs nothing
+        flags = {"--checkpoint": "c.pt", "--output_dir": "o", "--dtype": "bfloat16"}
+    if command == "benchmark":  # times float32 and the device's reduced precision both
+        flags = {"--device": "cpu"}
+    parsed = parse_args([item for pair in flags.items() for item in pair])
+    values = {name: getattr(p, name) for p in (parsed if isinstance(parsed, tuple) else (parsed,)) for name in ("device", "dtype")
+              if hasattr(p, name)}  # fmt: skip
+    assert values == {flag[2:]: value for flag, value in flags.items() if flag in ("--device", "--dtype")}
+
+
+def test_sampler_and_converter_name_the_checkpoint_alike():
+    from pipeline_mnist_ddim.commands import convert, sample
+
+    assert sample.parse_args(["--checkpoint", "c.pt"]).checkpoint == "c.pt"
+    assert convert.parse_args(["--checkpoint", "c.pt", "--output_dir", "o"]).checkpoint == "c.pt"
+
+
+@pytest.mark.parametrize("command, old, new, check", [
+    ("sample", ["--model_checkpoint", "c.pt"], "--checkpoint", lambda s: s.checkpoint == "c.pt"),
+    ("train", ["--no-sdpa"], "--no_sdpa", lambda c: c.sdpa is False),
+    ("evaluate", ["--resume"], "--reuse_cache", lambda p: p[1].reuse_cache and p[0].cache_dir.endswith("cells")),
+])  # fmt: skip
+def test_old_spellings_still_work_with_a_deprecation_warning(command, old, new, check, caplog):
+    parse_args = importlib.import_module(f"pipeline_mnist_ddim.commands.{command}").parse_args
+    with caplog.at_level(logging.WARNING):
+        assert check(parse_args(old))
+    assert f"{old[0]} is deprecated" in caplog.text and f"use {new}" in caplog.text
+
+
+def test_old_classifier_output_file_still_works_with_a_deprecation_warning(caplog):
+    from pipeline_mnist_ddim.commands import train_classifier
+
+    with caplog.at_level(logging.WARNING):
+        _, output_file = train_classifier.parse_args(["--output", "w.safetensors", "--epochs", "1"])
+    assert output_file == "w.safetensors" and "--output is deprecated" in caplog.text
+
+
+def test_classifier_default_output_is_the_shipped_weights():
+    from pipeline_mnist_ddim.classifier import DEFAULT_WEIGHTS
+    from pipeline_mnist_ddim.commands import train_classifier
+
+    assert train_classifier.parse_args([])[1] == DEFAULT_WEIGHTS
+
+
+def test_training_accepts_only_the_mixed_precision_it_supports(capsys):
+    from pipeline_mnist_ddim.commands import train
+
+    assert train.parse_args(["--mixed_precision", "bf16"]).mixed_precision == "bf16"
+    with pytest.raises(SystemExit) as exit:
+        train.parse_args(["--mixed_precision", "fp16"])
+    assert exit.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_one_spelling_style_no_hyphenated_aliases_in_help(capsys):
+    with pytest.raises(SystemExit):
+        parse_settings([SampleSettings], ["--help"])
+    help_text = capsys.readouterr().out
+    assert "--num_samples" in help_text and "--num-samples" not in help_text
+
+
+def test_unknown_flag_exits_with_code_2(capsys):
+    with pytest.raises(SystemExit) as exit:
+        parse_settings([SampleSettings], ["--num_grids", "3"])
+    assert exit.value.code == 2 and "unrecognized arguments: --num_grids 3" in capsys.readouterr().err
+
+
+def test_quick_evaluation_presets_are_overridden_by_given_flags():
+    from pipeline_mnist_ddim.commands import evaluate
+    from pipeline_mnist_ddim.settings import EvalSettings
+
+    settings, _ = evaluate.parse_args(["--quick", "--num_samples", "5"])
+    assert settings.num_samples == 5 and settings.steps == EvalSettings.quick().steps
+
+
+def test_ddpm_steps_default_is_the_lessons_training_steps():
+    from pipeline_mnist_ddim.lesson import NUM_TRAIN_TIMESTEPS
+    from pipeline_mnist_ddim.settings import DDPM_STEPS
+
+    assert DDPM_STEPS == NUM_TRAIN_TIMESTEPS
+
+
+# ---------------------------------------------------------------- the sampler, tried as a new user would
+
+
+@pytest.fixture
+def sample_with_tiny_pipeline(tiny_pipeline, monkeypatch, tmp_path):
+    """Runs ``mnist-ddim-sample`` into tmp_path/out with the tiny pipeline; records each pipeline call's bar label."""
+    from pipeline_mnist_ddim.commands import sample
+
+    labels = []
+    pipeline_class = type(tiny_pipeline)
+
+    class Recording(pipeline_class):
+        def __call__(self, *args, **kwargs):
+            labels.append(self._progress_bar_config.get("desc"))
+            return super().__call__(*args, **kwargs)
+
+    tiny_pipeline.__class__ = Recording  # this test's instance only
+    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.load_pipeline", lambda settings, dtype_name=None: tiny_pipeline)
+
+    def run(*argv):
+        return sample.main(["--output_dir", str(tmp_path / "out"), "--num_samples", "2", "--num_inference_steps", "2",
+                            *argv])  # fmt: skip
+
+    return run, labels
+
+
+def test_progress_bars_say_which_grid_they_sample(sample_with_tiny_pipeline):
+    run, labels = sample_with_tiny_pipeline
+    assert run() == 0
+    assert labels == ["unconditional", "conditional"]
+
+
+def test_redirected_run_records_its_real_folder_and_says_so_before_sampling(sample_with_tiny_pipeline, tmp_path, caplog):
+    run, _ = sample_with_tiny_pipeline
+    assert run() == 0
+    with caplog.at_level(logging.INFO):
+        assert run() == 0
+    second = tmp_path / "out" / "run-2"
+    assert json.loads((second / "settings.json").read_text())["output_dir"] == str(second)
+    messages = [record.getMessage() for record in caplog.records]
+    announced = next(i for i, m in enumerate(messages) if "already holds a run" in m and str(second) in m)
+    sampled = next(i for i, m in enumerate(messages) if m.startswith("sampled "))
+    assert announced < sampled
