@@ -7,7 +7,6 @@ The default suite times the pipeline against the reference Lesson 6 loop, same w
 import contextlib
 import copy
 import json
-import os
 import platform
 import statistics
 import time

@@ -120,4 +120,7 @@ def test_compiled_training_step_matches_eager_and_keeps_the_lesson_keys(tmp_path
     assert counters["stats"]["unique_graphs"] >= 1  # dynamo did capture the network
     assert list(weights[True]) == list(weights[False])  # no "_orig_mod." in the checkpoint
     difference = max((weights[True][k].float() - weights[False][k].float()).abs().max().item() for k in weights[False])
-    assert difference < 1e-5  # the same two Adam steps: same draws, same maths
+    # Two Adam steps move a weight by up to 2 x lr = 4e-4. Adam divides each gradient by its own
+    # size, so where a gradient is near zero, compiled vs eager rounding shows at a fraction of a
+    # step (1.5e-5 seen); a wrong graph would be off by whole steps.
+    assert difference < 5e-5
