@@ -43,8 +43,9 @@ def check_settings(settings: SampleSettings) -> torch.device:
     # For eta > 1, DDIM's sigma_t exceeds sqrt(1 - alpha_{t-1}) and the direction term's square root is undefined.
     if not math.isfinite(settings.eta) or not 0 <= settings.eta <= 1:
         raise ValueError(f"--eta must be a number from 0 (deterministic DDIM) to 1 (DDPM-like), not {settings.eta}")
-    if not math.isfinite(settings.guidance_scale) or settings.guidance_scale < 1:
-        raise ValueError(f"--guidance_scale must be a finite number >= 1 (1: the lesson), not {settings.guidance_scale}")
+    if not math.isfinite(settings.guidance_scale) or settings.guidance_scale < 0:  # as the pipeline: <= 1 is no guidance
+        raise ValueError(f"--guidance_scale must be a finite number >= 0 (<= 1: no guidance, the lesson), "
+                         f"not {settings.guidance_scale}")  # fmt: skip
     if settings.dtype not in DTYPE_CHOICES:
         raise ValueError(f"--dtype must be one of {list(DTYPE_CHOICES)}, not {settings.dtype!r}")
     if settings.prompts is not None and not settings.prompts.split():

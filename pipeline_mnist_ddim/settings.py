@@ -42,7 +42,7 @@ class SampleSettings:
     num_samples: int = option(64, "images per grid")
     num_inference_steps: int = option(50, "DDIM steps S")
     eta: float = option(0.0, "DDIM eta: 0 deterministic, 1 DDPM-like")
-    guidance_scale: float = option(1.0, "classifier-free guidance of the conditional grid (1: the lesson)")
+    guidance_scale: float = option(1.0, "classifier-free guidance of the conditional grid (<= 1: none, the lesson)")
     seed: int = option(42, "seed of the latents and the random prompts")
     device: str = option("auto", DEVICE_HELP)
     dtype: Literal[DTYPE_CHOICES] = option("float32", "dtype of the UNet and text encoder; auto: bfloat16 weights on "  # type: ignore[valid-type]

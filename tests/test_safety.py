@@ -598,7 +598,7 @@ SAMPLER_CASES = {
     "eta negative": (["--eta", "-0.1"], ["--eta"], False),
     "guidance infinite": (["--guidance_scale", "inf"], ["--guidance_scale", "finite"], False),
     "guidance NaN": (["--guidance_scale", "nan"], ["--guidance_scale"], False),
-    "guidance below 1": (["--guidance_scale", "0.5"], ["--guidance_scale"], False),
+    "guidance negative": (["--guidance_scale", "-0.5"], ["--guidance_scale", ">= 0"], False),
     "no steps": (["--num_inference_steps", "0"], ["--num_inference_steps"], False),
     "negative steps": (["--num_inference_steps", "-3"], ["--num_inference_steps"], False),
     "no samples": (["--num_samples", "0"], ["--num_samples"], False),
