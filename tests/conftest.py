@@ -70,6 +70,14 @@ def seeded_latents(batch_size: int, seed: int = 0, channels: int = 1) -> torch.T
 
 
 
+def sample_in_process(unet, text_encoder, tokenizer, prompts, steps: int, seed: int):
+    """What a saved or uploaded folder must reproduce: the same components, never saved, sampled here."""
+    pipe = MNistDDIMPipeline(unet, lesson_ddim_scheduler(), text_encoder, tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(seed)
+    return pipe(prompt=prompts, num_inference_steps=steps, generator=generator, output_type="np").images
+
+
 # ---------------------------------------------------------------- fixtures
 
 

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, sample_in_process
 from hidden_package import HIDE_PACKAGE
 from hub_server import HubServer
 
@@ -51,7 +50,6 @@ DOWNLOAD_AND_SAMPLE = HIDE_PACKAGE + r"""
 import json, sys
 
 import numpy as np
-import torch
 from diffusers import DiffusionPipeline
 
 repos, out, settings = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
@@ -124,14 +122,7 @@ def downloaded(uploads, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def in_process_images(tiny_unet, tiny_text_encoder):
-    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-    from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
-
-    text_encoder, tokenizer = tiny_text_encoder
-    pipe = MNistDDIMPipeline(tiny_unet, lesson_ddim_scheduler(), text_encoder, tokenizer)
-    pipe.set_progress_bar_config(disable=True)
-    generator = torch.Generator().manual_seed(SEED)
-    return pipe(prompt=PROMPTS, num_inference_steps=STEPS, generator=generator, output_type="np").images
+    return sample_in_process(tiny_unet, *tiny_text_encoder, PROMPTS, STEPS, SEED)
 
 
 # ---------------------------------------------------------------- what was uploaded

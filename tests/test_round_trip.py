@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import sample_in_process
 from diffusers import DiffusionPipeline
 from hidden_package import HIDE_PACKAGE
 from safetensors import safe_open
@@ -76,14 +77,7 @@ def folder(convert_script, lesson_checkpoint, text_encoder_folder, tmp_path_fact
 @pytest.fixture(scope="module")
 def in_process_images(tiny_unet, tiny_text_encoder):
     """The same network and encoder, never saved: what the folder must reproduce."""
-    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-    from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
-
-    text_encoder, tokenizer = tiny_text_encoder
-    pipe = MNistDDIMPipeline(tiny_unet, lesson_ddim_scheduler(), text_encoder, tokenizer)
-    pipe.set_progress_bar_config(disable=True)
-    generator = torch.Generator().manual_seed(SEED)
-    return pipe(prompt=PROMPTS, num_inference_steps=STEPS, generator=generator, output_type="np").images
+    return sample_in_process(tiny_unet, *tiny_text_encoder, PROMPTS, STEPS, SEED)
 
 
 @pytest.fixture(scope="module")
