@@ -50,6 +50,7 @@ DOWNLOAD_AND_SAMPLE = HIDE_PACKAGE + r"""
 import json, sys
 
 import numpy as np
+import torch
 from diffusers import DiffusionPipeline
 
 repos, out, settings = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
