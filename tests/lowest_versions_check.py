@@ -21,13 +21,13 @@ orders of magnitude more. It then re-saves each folder from the lowest env, and
 """
 
 import configparser
-import importlib.abc
 import json
 import os
 import sys
 
 import numpy as np
 import torch
+from hidden_package import HIDE_PACKAGE
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOT_PINNED = ("torch",)  # torch 2.13.0 on both sides: an older one would be a multi-GB CUDA download
@@ -177,17 +177,8 @@ def write(work: str, default_dir: str = None) -> None:
     print(f"reference ({versions()}): default draws {hits}/{len(PROMPTS)} prompted digits (classifier)")
 
 
-class HidePackage(importlib.abc.MetaPathFinder):
-    """Makes ``pipeline_mnist_ddim`` unimportable: the folders must load on their own code alone."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "pipeline_mnist_ddim" or name.startswith("pipeline_mnist_ddim."):
-            raise ImportError(f"{name} is hidden in this check")
-        return None
-
-
 def check(work: str) -> None:
-    sys.meta_path.insert(0, HidePackage())
+    exec(HIDE_PACKAGE, {})  # the package is unimportable from here on: the folders load on their own code
     for name in FOLDERS:
         folder = os.path.join(work, name)
         pipe = load_alone(folder)

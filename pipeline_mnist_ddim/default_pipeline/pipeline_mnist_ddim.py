@@ -153,23 +153,19 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                       if key in kwargs}  # fmt: skip
         super().save_pretrained(save_directory, **kwargs)
         self._save_text_components_for_transformers_4_and_5(save_directory, **kwargs)
-        index_path = os.path.join(save_directory, "model_index.json")
-        with open(index_path) as f:
-            index = json.load(f)
         # torch.compile wraps a module (OptimizedModule): record and copy the model itself
         components = {name: getattr(obj, "_orig_mod", obj) for name, obj in self.components.items()}
         custom = [("_class_name", self, save_directory)] + [  # the UNet, and any other component not from a library
             (name, obj, os.path.join(save_directory, name)) for name, obj in components.items()
             if obj is not None and type(obj).__module__.split(".")[0] not in ("diffusers", "transformers")
         ]  # fmt: skip
+        records = {}
         for name, obj, target_dir in custom:
             source = inspect.getsourcefile(type(obj))
             module = os.path.splitext(os.path.basename(source))[0]
             shutil.copyfile(source, os.path.join(target_dir, module + ".py"))
-            index[name] = [module, type(obj).__name__]
-        with open(index_path, "w") as f:
-            json.dump(index, f, indent=2, sort_keys=True)
-            f.write("\n")
+            records[name] = [module, type(obj).__name__]
+        _update_json(os.path.join(save_directory, "model_index.json"), lambda index: index.update(records))
         if push_to_hub:
             self._push_folder(str(save_directory), **hub_kwargs)
 
