@@ -2,4 +2,5 @@
 
 import os
 
+
 DEFAULT_PIPELINE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_pipeline")

@@ -41,10 +41,13 @@ def timed(fn, device: torch.device, repeats: int) -> float:
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    return (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    )
 
 
 # ---------------------------------------------------------------------------- the GPU suite
+
 
 @dataclass
 class Variant:
@@ -80,7 +83,10 @@ def gpu_variants(half: str, compile_modes: List[str], dtypes: List[str]) -> List
     rows += [Variant("pipeline", "float32", sdpa=False), Variant("pipeline", half, sdpa=False)]
     rows += [Variant("pipeline", half, channels_last=True), Variant("pipeline", half, guidance_scale=2.0)]
     for mode in compile_modes:
-        rows += [Variant("pipeline", half, compile_mode=mode), Variant("pipeline", half, compile_mode=mode, guidance_scale=2.0)]
+        rows += [
+            Variant("pipeline", half, compile_mode=mode),
+            Variant("pipeline", half, compile_mode=mode, guidance_scale=2.0),
+        ]
     return rows
 
 
@@ -116,8 +122,13 @@ def run_variant(variant: Variant, reference, unet, scheduler_config, x_t, contex
             pipe.unet = torch.compile(unet, mode=variant.compile_mode)
 
         def sample():
-            return pipe(latents=x_t, prompt_embeds=context, guidance_scale=variant.guidance_scale,
-                        num_inference_steps=steps, output_type="pt").images  # fmt: skip
+            return pipe(
+                latents=x_t,
+                prompt_embeds=context,
+                guidance_scale=variant.guidance_scale,
+                num_inference_steps=steps,
+                output_type="pt",
+            ).images
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -134,8 +145,14 @@ def run_variant(variant: Variant, reference, unet, scheduler_config, x_t, contex
             images = sample()
             synchronize(device)
             seconds.append(time.perf_counter() - started)
-    row = {"variant": variant.name, **asdict(variant), "seconds": statistics.median(seconds), "all_seconds": seconds,
-           "warmup_seconds": warmup_s, "images_per_second": x_t.shape[0] / statistics.median(seconds)}  # fmt: skip
+    row = {
+        "variant": variant.name,
+        **asdict(variant),
+        "seconds": statistics.median(seconds),
+        "all_seconds": seconds,
+        "warmup_seconds": warmup_s,
+        "images_per_second": x_t.shape[0] / statistics.median(seconds),
+    }
     if device.type == "cuda":
         row["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return row, images.float().cpu()
@@ -150,16 +167,20 @@ def machine(device: torch.device) -> dict:
 
 
 def markdown_table(rows: List[dict], baseline: Optional[float]) -> str:
-    lines = ["| variant | seconds | images/s | vs reference float32 | warm-up s | max abs diff vs pipeline float32 |",
-             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        "| variant | seconds | images/s | vs reference float32 | warm-up s | max abs diff vs pipeline float32 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for row in rows:
         if "error" in row:
             lines.append(f"| {row['variant']} | failed: {row['error'][:80]} | | | | |")
             continue
         speed_up = f"x{baseline / row['seconds']:.2f}" if baseline else ""
         diff = row.get("max_abs_diff_vs_pipeline_float32")
-        lines.append(f"| {row['variant']} | {row['seconds']:.3f} | {row['images_per_second']:.1f} | {speed_up} | "
-                     f"{row['warmup_seconds']:.1f} | {'' if diff is None else f'{diff:.2e}'} |")  # fmt: skip
+        lines.append(
+            f"| {row['variant']} | {row['seconds']:.3f} | {row['images_per_second']:.1f} | {speed_up} | "
+            f"{row['warmup_seconds']:.1f} | {'' if diff is None else f'{diff:.2e}'} |"
+        )
     return "\n".join(lines)
 
 
@@ -171,8 +192,11 @@ def gpu_suite(args: BenchmarkOptions, device: torch.device) -> dict:
     batch = args.batch_size or 64
     dtypes = args.dtypes or (["float32", "float16", "bfloat16"] if device.type == "cuda" else ["float32", "bfloat16"])
     half = args.half_dtype or ("float16" if device.type == "cuda" else "bfloat16")
-    compile_modes = [m for m in args.compile_modes if m != "none"] if args.compile_modes is not None else (
-        ["reduce-overhead", "max-autotune"] if device.type == "cuda" else [])  # fmt: skip
+    compile_modes = (
+        [m for m in args.compile_modes if m != "none"]
+        if args.compile_modes is not None
+        else (["reduce-overhead", "max-autotune"] if device.type == "cuda" else [])
+    )
 
     torch.manual_seed(args.seed)
     reference = LessonUNet(args.base_channels, context_dim=args.context_dim).eval()
@@ -183,11 +207,19 @@ def gpu_suite(args: BenchmarkOptions, device: torch.device) -> dict:
     generator = torch.Generator().manual_seed(args.seed)
     x_t = torch.randn(batch, 1, 32, 32, generator=generator).to(device)
     context = torch.randn(batch, args.context_tokens, args.context_dim, generator=generator).to(device)
-    result = {"machine": machine(device),
-              "settings": {"base_channels": args.base_channels, "context_dim": args.context_dim, "batch_size": batch,
-                           "context_tokens": args.context_tokens, "num_inference_steps": args.num_inference_steps,
-                           "repeats": args.repeats, "warmups": args.warmups},
-              "rows": []}  # fmt: skip
+    result = {
+        "machine": machine(device),
+        "settings": {
+            "base_channels": args.base_channels,
+            "context_dim": args.context_dim,
+            "batch_size": batch,
+            "context_tokens": args.context_tokens,
+            "num_inference_steps": args.num_inference_steps,
+            "repeats": args.repeats,
+            "warmups": args.warmups,
+        },
+        "rows": [],
+    }
     print(f"machine: {result['machine']}\nsettings: {result['settings']}", flush=True)
     images_of = {}
     for variant in gpu_variants(half, compile_modes, dtypes):
@@ -196,8 +228,17 @@ def gpu_suite(args: BenchmarkOptions, device: torch.device) -> dict:
         torch._dynamo.reset()  # each compiled variant compiles afresh; its warm-up shows the cost
         warmups = args.warmups + (1 if variant.compile_mode else 0)  # CUDA graphs record on the 2nd call
         try:
-            row, images = run_variant(variant, reference, unet, scheduler_config, x_t, context,
-                                      args.num_inference_steps, args.repeats, warmups)  # fmt: skip
+            row, images = run_variant(
+                variant,
+                reference,
+                unet,
+                scheduler_config,
+                x_t,
+                context,
+                args.num_inference_steps,
+                args.repeats,
+                warmups,
+            )
         except Exception as err:  # one failing mode (say a compiler error) must not lose the other rows
             row, images = {"variant": variant.name, **asdict(variant), "error": f"{type(err).__name__}: {err}"}, None
         if images is not None:
@@ -211,7 +252,9 @@ def gpu_suite(args: BenchmarkOptions, device: torch.device) -> dict:
     for row in result["rows"]:
         if pipeline_float32 is not None and row["variant"] in images_of:
             row["max_abs_diff_vs_pipeline_float32"] = (images_of[row["variant"]] - pipeline_float32).abs().max().item()
-    baseline = next((r["seconds"] for r in result["rows"] if r["variant"] == Variant("reference").name and "seconds" in r), None)
+    baseline = next(
+        (r["seconds"] for r in result["rows"] if r["variant"] == Variant("reference").name and "seconds" in r), None
+    )
     for row in result["rows"]:
         if baseline and "seconds" in row:
             row["speed_up_vs_reference_float32"] = baseline / row["seconds"]
@@ -249,8 +292,10 @@ def benchmark(args: BenchmarkOptions) -> None:
     zeros = torch.zeros(batch, args.context_dim, device=device)  # the lesson's unconditional context
     steps = args.num_inference_steps
 
-    print(f"device: {describe(device)}; base {args.base_channels}, context {args.context_dim}, "
-          f"batch {batch}, {steps} DDIM steps")  # fmt: skip
+    print(
+        f"device: {describe(device)}; base {args.base_channels}, context {args.context_dim}, "
+        f"batch {batch}, {steps} DDIM steps"
+    )
     low = torch.bfloat16 if device.type == "cpu" else torch.float16
     variants = [("float32", None)] + [(str(low).replace("torch.", ""), low)]
     for name, dtype in variants:
@@ -264,8 +309,13 @@ def benchmark(args: BenchmarkOptions) -> None:
             with autocast:
                 ref_s = timed(lambda: ddim_sample(reference, x_t, zeros, steps), device, args.repeats)
             with pipe_context:
-                pipe_s = timed(lambda: pipe(latents=x_t, batch_size=batch, num_inference_steps=steps, output_type="pt"),
-                               device, args.repeats)  # fmt: skip
-        print(f"{name:>9}: reference {ref_s:7.2f} s ({batch / ref_s:7.1f} img/s) | pipeline {pipe_s:7.2f} s "
-              f"({batch / pipe_s:7.1f} img/s) | pipeline speed-up x{ref_s / pipe_s:.2f}")  # fmt: skip
+                pipe_s = timed(
+                    lambda: pipe(latents=x_t, batch_size=batch, num_inference_steps=steps, output_type="pt"),
+                    device,
+                    args.repeats,
+                )
+        print(
+            f"{name:>9}: reference {ref_s:7.2f} s ({batch / ref_s:7.1f} img/s) | pipeline {pipe_s:7.2f} s "
+            f"({batch / pipe_s:7.1f} img/s) | pipeline speed-up x{ref_s / pipe_s:.2f}"
+        )
         pipe.unet.to(torch.float32)

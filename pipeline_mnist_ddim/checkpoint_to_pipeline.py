@@ -9,8 +9,12 @@ from .pipeline_mnist_ddim import MNistDDIMPipeline
 from .schedulers import lesson_ddim_scheduler
 from .text_encoder import TextEncoderError, load_text_encoder
 
+
 def build_pipeline(
-    checkpoint: str, text_encoder: Optional[str] = None, dtype: torch.dtype = torch.float32, use_ema: bool = False,
+    checkpoint: str,
+    text_encoder: Optional[str] = None,
+    dtype: torch.dtype = torch.float32,
+    use_ema: bool = False,
     compact_text_encoder: bool = False,
 ) -> Tuple[MNistDDIMPipeline, dict]:
     """The pipeline for a lesson checkpoint, and the checkpoint's metadata (step, loss).

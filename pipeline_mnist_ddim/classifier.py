@@ -17,6 +17,7 @@ from torch import nn
 
 from .files import atomic_path
 
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "digit_classifier.safetensors")

@@ -14,6 +14,7 @@ import sys
 import threading
 from typing import Dict, Iterator, Optional, Sequence, Tuple
 
+
 logger = logging.getLogger(__name__)
 
 # Bad arguments and files (ValueError and its subclasses), paths that cannot be read or written,
@@ -45,8 +46,9 @@ def parse_settings(
     if defaults:
         parser.set_defaults(**defaults)
     args = renamed_flags(list(sys.argv[1:] if argv is None else argv), renamed or {}, parser)
-    *parsed, remaining = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True,
-                                                            look_for_args_file=False)  # fmt: skip
+    *parsed, remaining = parser.parse_args_into_dataclasses(
+        args=args, return_remaining_strings=True, look_for_args_file=False
+    )
     if remaining:
         parser.error(f"unrecognized arguments: {' '.join(remaining)}")
     return tuple(parsed)

@@ -9,6 +9,7 @@ from transformers import PreTrainedTokenizerFast
 from .compact_text_encoder import CompactTextEncoder
 from .lesson import TEXT_LABELS
 
+
 LESSON_PROMPTS = tuple(word for pair in TEXT_LABELS for word in pair)  # zero, 0, one, 1, ...
 UNKNOWN, PADDING = "[UNK]", "[PAD]"
 
@@ -38,9 +39,12 @@ def compact_text_encoder(
     those of the full encoder.
     """
     ids = tokenizer(
-        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+        list(prompts),
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
         return_tensors="pt",
-    ).input_ids  # fmt: skip
+    ).input_ids
     device = next(text_encoder.parameters()).device
     contexts = text_encoder(ids.to(device)).last_hidden_state.float().cpu()
     compact = CompactTextEncoder(list(prompts), sequence_length=contexts.shape[1], hidden_size=contexts.shape[2])

@@ -16,6 +16,7 @@ import torch
 
 from .unet_mnist import MNistUNet2DConditionModel
 
+
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_unet.")  # DDP, torch.compile, the diffusion wrapper
 
 # (lesson pattern, diffusers replacement), tried in order on the module part of a key.
@@ -236,13 +237,20 @@ MAX_WIDTHS = {"base_channels": 256, "cross_attention_dim": 4096, "transformer_in
 
 def infer_unet_config(state_dict: Dict[str, torch.Tensor]) -> dict:
     """Widths, channels and context dimension, read off the weights."""
-    required = {"initial_convolution.weight": 4, "final_projection.2.weight": 4, "middle.1.proj_in.weight": 4,
-                "middle.1.transformer_blocks.0.attn2.to_k.weight": 2}  # fmt: skip
+    required = {
+        "initial_convolution.weight": 4,
+        "final_projection.2.weight": 4,
+        "middle.1.proj_in.weight": 4,
+        "middle.1.transformer_blocks.0.attn2.to_k.weight": 2,
+    }
     missing = [k for k in required if k not in state_dict]
     if missing:
         raise CheckpointError(f"not a Lesson 5e network: missing {missing} (found e.g. {list(state_dict)[:3]})")
-    wrong_rank = [f"{k} has {state_dict[k].dim()} dimensions, expected {n}" for k, n in required.items()
-                  if state_dict[k].dim() != n]  # fmt: skip
+    wrong_rank = [
+        f"{k} has {state_dict[k].dim()} dimensions, expected {n}"
+        for k, n in required.items()
+        if state_dict[k].dim() != n
+    ]
     if wrong_rank:
         raise CheckpointError(f"not a Lesson 5e network: {'; '.join(wrong_rank)}")
     conv_in = state_dict["initial_convolution.weight"]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+
 HELD_OUT_PER_CLASS = 50
 SPLIT_SEED = 1234
 
@@ -54,7 +55,9 @@ def _read_idx(path: str, magic: int) -> np.ndarray:
     header = 16 if magic == 2051 else 8
     item = 28 * 28 if magic == 2051 else 1
     if len(data) != header + count * item:
-        raise DatasetError(f"{path} is truncated or malformed: expected {header + count * item} bytes, got {len(data)}")
+        raise DatasetError(
+            f"{path} is truncated or malformed: expected {header + count * item} bytes, got {len(data)}"
+        )
     array = np.frombuffer(data, dtype=np.uint8, offset=header)
     return array.reshape(count, 28, 28) if magic == 2051 else array.astype(np.int64)
 

@@ -26,6 +26,7 @@ from PIL import Image
 
 from .interpolation import interpolate_latents, interpolate_prompts, seeded_latent
 
+
 # Display size of the 32x32 digits (nearest neighbour: the pixels stay visible).
 DISPLAY_SIZE = 128
 MAX_STEPS = 1000
@@ -245,7 +246,9 @@ class MNistDemo:
         device: the device name to show in the reproduction code when it is not the CPU.
     """
 
-    def __init__(self, pipe, source: Optional[str] = None, limits: DemoLimits = DemoLimits(), device: Optional[str] = None):
+    def __init__(
+        self, pipe, source: Optional[str] = None, limits: DemoLimits = DemoLimits(), device: Optional[str] = None
+    ):
         self.pipe = pipe
         self.source = source
         self.limits = limits
@@ -286,8 +289,17 @@ class MNistDemo:
 
     # -------------------------------------------------------------- Sample
 
-    def sample_request(self, prompt_text, images_per_prompt, num_inference_steps, eta, guidance_scale,
-                       negative_prompt_text, seed, scheduler) -> SampleRequest:  # fmt: skip
+    def sample_request(
+        self,
+        prompt_text,
+        images_per_prompt,
+        num_inference_steps,
+        eta,
+        guidance_scale,
+        negative_prompt_text,
+        seed,
+        scheduler,
+    ) -> SampleRequest:
         """Checks the Sample tab's inputs; raises `DemoInputError` with what to change."""
         prompts = self.prompts(prompt_text)
         images_per_prompt = whole_number(images_per_prompt, "images per prompt", 1, self.limits.max_images)
@@ -301,22 +313,30 @@ class MNistDemo:
             raise DemoInputError("guidance needs a prompt: type a digit, or set the guidance scale to 1")
         if scheduler not in SCHEDULERS:
             raise DemoInputError(f"unknown scheduler {scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
-        request = SampleRequest(prompts, images_per_prompt, steps, eta, guidance_scale, negative, check_seed(seed), scheduler)
+        request = SampleRequest(
+            prompts, images_per_prompt, steps, eta, guidance_scale, negative, check_seed(seed), scheduler
+        )
         if request.num_images > self.limits.max_images:
             raise DemoInputError(
                 f"{request.num_images} images is over this demo's limit of {self.limits.max_images} per request: "
                 "ask for fewer images per prompt or fewer prompts"
             )
         factor = (2 if guidance_scale > 1 else 1) * EVALUATIONS_PER_STEP.get(scheduler, 1)
-        reasons = " and ".join(r for r, on in (("guidance", guidance_scale > 1), (scheduler, scheduler in EVALUATIONS_PER_STEP)) if on)
+        reasons = " and ".join(
+            r for r, on in (("guidance", guidance_scale > 1), (scheduler, scheduler in EVALUATIONS_PER_STEP)) if on
+        )
         check_cost(self.limits, request.num_images, steps, factor, reasons)
         return request
 
-    def sample(self, request: SampleRequest, on_step: Optional[Callable[[int, int], None]] = None) -> List[Image.Image]:
+    def sample(
+        self, request: SampleRequest, on_step: Optional[Callable[[int, int], None]] = None
+    ) -> List[Image.Image]:
         """The images of a checked request, at the pipeline's 32x32 (PIL, grey)."""
         pipe = self.with_scheduler(request.scheduler)
         generator = torch.Generator().manual_seed(request.seed)  # on the CPU: the same images on any device
-        return pipe(**request.pipeline_kwargs(), generator=generator, callback_on_step_end=self.step_callback(on_step)).images
+        return pipe(
+            **request.pipeline_kwargs(), generator=generator, callback_on_step_end=self.step_callback(on_step)
+        ).images
 
     def reproduction_code(self, request: SampleRequest) -> str:
         """Python that gives exactly this request's images (the gallery shows them enlarged)."""
@@ -360,8 +380,13 @@ class MNistDemo:
             )
         return digit_from_image(image), prompt, steps
 
-    def invert(self, digit: torch.Tensor, prompt: Optional[str], steps: Sequence[int],
-               on_step: Optional[Callable[[int, int], None]] = None) -> List[Dict]:  # fmt: skip
+    def invert(
+        self,
+        digit: torch.Tensor,
+        prompt: Optional[str],
+        steps: Sequence[int],
+        on_step: Optional[Callable[[int, int], None]] = None,
+    ) -> List[Dict]:
         """For each S: the latent x_T of ``digit`` (1, 1, 32, 32), its reconstruction and their MSE."""
         pipe = self.with_scheduler("DDIM")
         done, total = 0, 2 * sum(steps)
@@ -377,8 +402,18 @@ class MNistDemo:
             latent = pipe.invert(digit, prompt=prompt, num_inference_steps=s)
             done += s
             call = dict(prompt=prompt) if prompt is not None else dict(batch_size=1)
-            reconstruction = pipe(**call, latents=latent, num_inference_steps=s, eta=0.0, output_type="pt",
-                                  callback_on_step_end=self.step_callback(count)).images.float().cpu()  # fmt: skip
+            reconstruction = (
+                pipe(
+                    **call,
+                    latents=latent,
+                    num_inference_steps=s,
+                    eta=0.0,
+                    output_type="pt",
+                    callback_on_step_end=self.step_callback(count),
+                )
+                .images.float()
+                .cpu()
+            )
             done += s
             mse = float(((reconstruction - digit) ** 2).mean())
             results.append({"steps": s, "latent": latent.float().cpu(), "reconstruction": reconstruction, "mse": mse})
@@ -386,7 +421,9 @@ class MNistDemo:
 
     # -------------------------------------------------------------- Interpolate
 
-    def interpolation_request(self, mode, seed_a, seed_b, prompt_a_text, prompt_b_text, num_frames, num_inference_steps):
+    def interpolation_request(
+        self, mode, seed_a, seed_b, prompt_a_text, prompt_b_text, num_frames, num_inference_steps
+    ):
         if mode not in ("seeds", "prompts"):
             raise DemoInputError(f"interpolate between 'seeds' or 'prompts', not {mode!r}")
         num_frames = whole_number(num_frames, "frames", 2, self.limits.max_frames)
@@ -400,8 +437,15 @@ class MNistDemo:
         if mode == "prompts" and (prompt_a is None or prompt_b is None):
             raise DemoInputError("interpolating between prompts needs both prompt A and prompt B")
         check_cost(self.limits, num_frames, steps)
-        return dict(mode=mode, seed_a=seed_a, seed_b=seed_b, prompt_a=prompt_a, prompt_b=prompt_b,
-                    num_frames=num_frames, num_inference_steps=steps)  # fmt: skip
+        return dict(
+            mode=mode,
+            seed_a=seed_a,
+            seed_b=seed_b,
+            prompt_a=prompt_a,
+            prompt_b=prompt_b,
+            num_frames=num_frames,
+            num_inference_steps=steps,
+        )
 
     def interpolate(self, request: Dict) -> torch.Tensor:
         """Deterministic DDIM (eta = 0) decodes along the slerp: (num_frames, C, H, W) in [0, 1].
@@ -414,7 +458,9 @@ class MNistDemo:
         frames, steps = request["num_frames"], request["num_inference_steps"]
         latent_a = seeded_latent(pipe, request["seed_a"])
         if request["mode"] == "seeds":
-            return interpolate_latents(pipe, latent_a, seeded_latent(pipe, request["seed_b"]), frames, steps, request["prompt_a"])
+            return interpolate_latents(
+                pipe, latent_a, seeded_latent(pipe, request["seed_b"]), frames, steps, request["prompt_a"]
+            )
         return interpolate_prompts(pipe, request["prompt_a"], request["prompt_b"], latent_a, frames, steps)
 
 
@@ -464,7 +510,9 @@ class GradioHandlers:
     def sample(self, prompt_text, per_prompt, steps, eta, guidance, negative, seed, scheduler, progress=None):
         """-> (gallery of (image, prompt), reproduction code)"""
         try:
-            request = self.demo.sample_request(prompt_text, per_prompt, steps, eta, guidance, negative, seed, scheduler)
+            request = self.demo.sample_request(
+                prompt_text, per_prompt, steps, eta, guidance, negative, seed, scheduler
+            )
             images = self.demo.sample(request, self.reporter(progress))
         except ValueError as err:  # ours, or the pipeline's own checks: a message in the page
             raise self.error(err) from err
@@ -503,13 +551,13 @@ def build_demo(pipe, source: Optional[str] = None, limits: DemoLimits = DemoLimi
     events = dict(concurrency_limit=limits.concurrency, concurrency_id=QUEUE_ID)
 
     # Gradio hands a progress tracker to functions with a `gr.Progress()` default argument.
-    def sample(prompt_text, per_prompt, steps, eta, guidance, negative, seed, scheduler, progress=gr.Progress()):
+    def sample(prompt_text, per_prompt, steps, eta, guidance, negative, seed, scheduler, progress=gr.Progress()):  # noqa: B008
         return handlers.sample(prompt_text, per_prompt, steps, eta, guidance, negative, seed, scheduler, progress)
 
-    def invert(image, prompt_text, steps, progress=gr.Progress()):
+    def invert(image, prompt_text, steps, progress=gr.Progress()):  # noqa: B008
         return handlers.invert(image, prompt_text, steps, progress)
 
-    def interpolate(mode, seed_a, seed_b, prompt_a, prompt_b, frames, steps, progress=gr.Progress(track_tqdm=True)):
+    def interpolate(mode, seed_a, seed_b, prompt_a, prompt_b, frames, steps, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
         return handlers.interpolate(mode, seed_a, seed_b, prompt_a, prompt_b, frames, steps, progress)
 
     if pipe.text_encoder is None:
@@ -521,34 +569,68 @@ def build_demo(pipe, source: Optional[str] = None, limits: DemoLimits = DemoLimi
         with gr.Tab("Sample"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    prompt = gr.Textbox(value="7 seven 3" if pipe.text_encoder is not None else "", label="Prompts", info=f"one image set per word; words: {words}", elem_id="prompt")
-                    per_prompt = gr.Slider(1, limits.max_images, value=2, step=1, label="Images per prompt", elem_id="images-per-prompt")
+                    prompt = gr.Textbox(
+                        value="7 seven 3" if pipe.text_encoder is not None else "",
+                        label="Prompts",
+                        info=f"one image set per word; words: {words}",
+                        elem_id="prompt",
+                    )
+                    per_prompt = gr.Slider(
+                        1, limits.max_images, value=2, step=1, label="Images per prompt", elem_id="images-per-prompt"
+                    )
                     steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="Steps S", elem_id="steps")
                     eta = gr.Slider(0, 1, value=0, step=0.05, label="eta (DDIM: 0 deterministic, 1 DDPM-like)")
                     guidance = gr.Slider(1, MAX_GUIDANCE, value=1, step=0.5, label="Guidance scale (1: none)")
-                    negative = gr.Textbox(label="Negative prompt", info="with guidance above 1: a digit to steer away from")
+                    negative = gr.Textbox(
+                        label="Negative prompt", info="with guidance above 1: a digit to steer away from"
+                    )
                     seed = gr.Number(value=42, precision=0, label="Seed", minimum=0)
                     scheduler = gr.Dropdown(list(SCHEDULERS), value="DDIM", label="Scheduler")
                     generate = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column(scale=2):
-                    gallery = gr.Gallery(label="Samples", columns=6, format="png", object_fit="contain", elem_id="samples")
+                    gallery = gr.Gallery(
+                        label="Samples", columns=6, format="png", object_fit="contain", elem_id="samples"
+                    )
                     code = gr.Code(language="python", label="Python that reproduces these images", elem_id="code")
-            generate.click(sample, [prompt, per_prompt, steps, eta, guidance, negative, seed, scheduler], [gallery, code], **events)
+            generate.click(
+                sample,
+                [prompt, per_prompt, steps, eta, guidance, negative, seed, scheduler],
+                [gallery, code],
+                **events,
+            )
         with gr.Tab("Invert"):
             with gr.Row():
                 with gr.Column(scale=1):
                     # White ink on black, as MNIST; any other drawing or upload is converted by `digit_from_image`.
-                    sketch = gr.Sketchpad(value=Image.new("RGB", (280, 280)), label="Draw a digit (or upload one)", sources=("upload",),
-                                          canvas_size=(280, 280), type="numpy", image_mode="RGBA", elem_id="sketchpad",
-                                          brush=gr.Brush(default_size=20, colors=["#ffffff"], default_color="#ffffff", color_mode="fixed"))  # fmt: skip
+                    sketch = gr.Sketchpad(
+                        value=Image.new("RGB", (280, 280)),
+                        label="Draw a digit (or upload one)",
+                        sources=("upload",),
+                        canvas_size=(280, 280),
+                        type="numpy",
+                        image_mode="RGBA",
+                        elem_id="sketchpad",
+                        brush=gr.Brush(
+                            default_size=20, colors=["#ffffff"], default_color="#ffffff", color_mode="fixed"
+                        ),
+                    )
                     invert_prompt = gr.Textbox(label="Prompt (optional)", info="the digit drawn; empty: unconditional")
-                    invert_steps = gr.CheckboxGroup(list(INVERSION_STEPS), value=[10, 50, 100], label="Steps S", elem_id="invert-steps")
+                    invert_steps = gr.CheckboxGroup(
+                        list(INVERSION_STEPS), value=[10, 50, 100], label="Steps S", elem_id="invert-steps"
+                    )
                     invert_button = gr.Button("Invert and reconstruct", variant="primary")
                 with gr.Column(scale=2):
-                    invert_gallery = gr.Gallery(label="Latent x_T and reconstruction per S", columns=2, format="png", object_fit="contain",
-                                                elem_id="invert-gallery")  # fmt: skip
+                    invert_gallery = gr.Gallery(
+                        label="Latent x_T and reconstruction per S",
+                        columns=2,
+                        format="png",
+                        object_fit="contain",
+                        elem_id="invert-gallery",
+                    )
                     invert_table = gr.Markdown()
-            invert_button.click(invert, [sketch, invert_prompt, invert_steps], [invert_gallery, invert_table], **events)
+            invert_button.click(
+                invert, [sketch, invert_prompt, invert_steps], [invert_gallery, invert_table], **events
+            )
         with gr.Tab("Interpolate"):
             with gr.Row():
                 with gr.Column(scale=1):
@@ -562,7 +644,12 @@ def build_demo(pipe, source: Optional[str] = None, limits: DemoLimits = DemoLimi
                     interpolate_button = gr.Button("Interpolate", variant="primary")
                 with gr.Column(scale=2):
                     strip_image = gr.Image(label="Slerp strip", format="png", type="pil")
-            interpolate_button.click(interpolate, [mode, seed_a, seed_b, prompt_a, prompt_b, frames, interpolate_steps], strip_image, **events)
+            interpolate_button.click(
+                interpolate,
+                [mode, seed_a, seed_b, prompt_a, prompt_b, frames, interpolate_steps],
+                strip_image,
+                **events,
+            )
     blocks.queue(default_concurrency_limit=limits.concurrency, max_size=limits.max_queue)
     return blocks
 
@@ -574,8 +661,18 @@ def theme():
     return gr.themes.Default(font=sans, font_mono=["ui-monospace", "Consolas", "monospace"])
 
 
-def launch(blocks, host: Optional[str] = "127.0.0.1", port: Optional[int] = 7860, share: bool = False, block: bool = True):
+def launch(
+    blocks, host: Optional[str] = "127.0.0.1", port: Optional[int] = 7860, share: bool = False, block: bool = True
+):
     """Serves the app; ``host``/``port`` None: Gradio's own defaults (``GRADIO_SERVER_NAME``/``PORT``, as on
     Spaces). With ``block=False`` returns at once (the server keeps running in a thread)."""
-    return blocks.launch(server_name=host, server_port=port, share=share, theme=theme(), prevent_thread_lock=not block,
-                         show_error=False, quiet=not block, footer_links=[])  # fmt: skip
+    return blocks.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        theme=theme(),
+        prevent_thread_lock=not block,
+        show_error=False,
+        quiet=not block,
+        footer_links=[],
+    )

@@ -4,6 +4,7 @@ import torch
 
 from .settings import DTYPE_NAMES
 
+
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 

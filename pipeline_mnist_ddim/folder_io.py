@@ -17,6 +17,7 @@ from .cli import check_writable_location
 from .files import is_hub_id
 from .pipeline_mnist_ddim import MNistDDIMPipeline
 
+
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
 
@@ -64,8 +65,15 @@ class OutputFolderError(ValueError):
 PIPELINE_CLASS = [os.path.splitext(os.path.basename(inspect.getsourcefile(MNistDDIMPipeline)))[0], "MNistDDIMPipeline"]
 
 
-def model_card(pipe: MNistDDIMPipeline, checkpoint: str, meta: dict, text_encoder: str, repo: Optional[str] = None,
-               details: str = "", license: str = "mit") -> "ModelCard":  # fmt: skip
+def model_card(
+    pipe: MNistDDIMPipeline,
+    checkpoint: str,
+    meta: dict,
+    text_encoder: str,
+    repo: Optional[str] = None,
+    details: str = "",
+    license: str = "mit",
+) -> "ModelCard":
     from huggingface_hub import ModelCard, ModelCardData
 
     config = pipe.unet.config
@@ -131,11 +139,12 @@ def load_pipeline_folder(source: Optional[str] = None, dtype=None):
     with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; the old name works in all
         warnings.simplefilter("ignore", FutureWarning)
         try:
-            return DiffusionPipeline.from_pretrained(source, trust_remote_code=True,
-                                                     torch_dtype=dtype)  # fmt: skip
+            return DiffusionPipeline.from_pretrained(source, trust_remote_code=True, torch_dtype=dtype)
         except (TypeError, IndexError, KeyError, AttributeError) as err:  # a config edited into nonsense
-            raise ValueError(f"{source} could not be loaded as a pipeline (a config file holds "
-                             f"values of the wrong kind?): {type(err).__name__}: {err}") from err  # fmt: skip
+            raise ValueError(
+                f"{source} could not be loaded as a pipeline (a config file holds "
+                f"values of the wrong kind?): {type(err).__name__}: {err}"
+            ) from err
 
 
 def is_our_pipeline_folder(folder: str) -> bool:
@@ -184,8 +193,13 @@ def check_output_dir(output_dir: str, overwrite: bool, keep: Sequence[str] = ())
         raise OutputFolderError(f"{output_dir} holds the input {inputs[0]}: --overwrite would delete it")
 
 
-def save_pipeline_folder(pipe: MNistDDIMPipeline, output_dir: str, card: Optional["ModelCard"] = None,
-                         overwrite: bool = False, keep: Sequence[str] = ()) -> str:  # fmt: skip
+def save_pipeline_folder(
+    pipe: MNistDDIMPipeline,
+    output_dir: str,
+    card: Optional["ModelCard"] = None,
+    overwrite: bool = False,
+    keep: Sequence[str] = (),
+) -> str:
     """Saves into a temporary sibling folder, then renames it into place: no partial output, ever.
 
     The last step fails, keeping what is there, when another process wrote ``output_dir`` meanwhile

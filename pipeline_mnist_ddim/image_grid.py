@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+
 BORDER = 2  # pixels of black around and between the images, torchvision's default padding
 
 

@@ -22,6 +22,7 @@ from .image_grid import save_grid
 from .metrics import predict_labels
 from .settings import InterpolationSettings
 
+
 logger = logging.getLogger(__name__)
 
 
@@ -68,8 +69,13 @@ def seeded_latent(pipe, seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
-def decode(pipe, latents: torch.Tensor, num_inference_steps: int, prompt: Optional[str] = None,
-           prompt_embeds: Optional[torch.Tensor] = None) -> torch.Tensor:  # fmt: skip
+def decode(
+    pipe,
+    latents: torch.Tensor,
+    num_inference_steps: int,
+    prompt: Optional[str] = None,
+    prompt_embeds: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Deterministic DDIM (eta = 0) from given latents; (N, C, H, W) in [0, 1] on the CPU."""
     inputs: Dict[str, Any] = dict(batch_size=len(latents))
     if prompt is not None:
@@ -80,14 +86,21 @@ def decode(pipe, latents: torch.Tensor, num_inference_steps: int, prompt: Option
     return images.float().cpu()
 
 
-def interpolate_latents(pipe, latent_a: torch.Tensor, latent_b: torch.Tensor, num_frames: int = 10,
-                        num_inference_steps: int = 50, prompt: Optional[str] = None) -> torch.Tensor:  # fmt: skip
+def interpolate_latents(
+    pipe,
+    latent_a: torch.Tensor,
+    latent_b: torch.Tensor,
+    num_frames: int = 10,
+    num_inference_steps: int = 50,
+    prompt: Optional[str] = None,
+) -> torch.Tensor:
     """A strip of DDIM decodes along the slerp from ``latent_a`` to ``latent_b``: (num_frames, C, H, W)."""
     return decode(pipe, slerp_path(latent_a, latent_b, num_frames), num_inference_steps, prompt=prompt)
 
 
-def interpolate_prompts(pipe, prompt_a: str, prompt_b: str, latent: torch.Tensor, num_frames: int = 10,
-                        num_inference_steps: int = 50) -> torch.Tensor:  # fmt: skip
+def interpolate_prompts(
+    pipe, prompt_a: str, prompt_b: str, latent: torch.Tensor, num_frames: int = 10, num_inference_steps: int = 50
+) -> torch.Tensor:
     """A strip at one fixed latent whose context slerps from ``prompt_a``'s embedding to ``prompt_b``'s."""
     device = pipe._execution_device
     embeds = slerp_path(pipe.encode_prompt(prompt_a, device)[0], pipe.encode_prompt(prompt_b, device)[0], num_frames)
@@ -139,26 +152,32 @@ def save_labelled_rows(images: torch.Tensor, path: str, row_labels: Sequence[str
 # ---------------------------------------------------------------------------- the CLI's run
 
 
-
-def run_interpolation(pipe, settings: InterpolationSettings, output_dir: str,
-                      classifier: Optional[torch.nn.Module] = None) -> Dict[str, Any]:  # fmt: skip
+def run_interpolation(
+    pipe, settings: InterpolationSettings, output_dir: str, classifier: Optional[torch.nn.Module] = None
+) -> Dict[str, Any]:
     """Writes the strips and the consistency grid; returns a JSON-ready summary."""
     os.makedirs(output_dir, exist_ok=True)
     pipe.set_progress_bar_config(disable=True)
     results: Dict[str, Any] = {"settings": asdict(settings)}
     if "latents" in settings.sections:
-        pairs = [(seeded_latent(pipe, settings.seed + 2 * i), seeded_latent(pipe, settings.seed + 2 * i + 1))
-                 for i in range(settings.num_pairs)]  # fmt: skip
+        pairs = [
+            (seeded_latent(pipe, settings.seed + 2 * i), seeded_latent(pipe, settings.seed + 2 * i + 1))
+            for i in range(settings.num_pairs)
+        ]
         frames, steps = settings.num_frames, settings.num_inference_steps
-        strips = [interpolate_latents(pipe, a, b, frames, steps, settings.latent_prompt)
-                  for a, b in tqdm(pairs, desc="latent slerp")]  # fmt: skip
+        strips = [
+            interpolate_latents(pipe, a, b, frames, steps, settings.latent_prompt)
+            for a, b in tqdm(pairs, desc="latent slerp")
+        ]
         results["latents"] = _save(torch.cat(strips), output_dir, "slerp_latents.png", settings.num_frames)
     if "prompts" in settings.sections and pipe.text_encoder is not None:
         pairs = [pair.split(",") for pair in settings.prompt_pairs]
         latent = seeded_latent(pipe, settings.seed + 10_000)
         frames, steps = settings.num_frames, settings.num_inference_steps
-        strips = [interpolate_prompts(pipe, a.strip(), b.strip(), latent, frames, steps)
-                  for a, b in tqdm(pairs, desc="prompt slerp")]  # fmt: skip
+        strips = [
+            interpolate_prompts(pipe, a.strip(), b.strip(), latent, frames, steps)
+            for a, b in tqdm(pairs, desc="prompt slerp")
+        ]
         results["prompts"] = _save(torch.cat(strips), output_dir, "slerp_prompts.png", settings.num_frames)
     if "consistency" in settings.sections:
         results["consistency"] = _run_consistency(pipe, settings, output_dir, classifier)
@@ -181,7 +200,11 @@ def _run_consistency(pipe, settings: InterpolationSettings, output_dir: str, cla
     latents = torch.cat([seeded_latent(pipe, settings.seed + 20_000 + i) for i in range(settings.consistency_samples)])
     result = consistency(pipe, classifier, latents, settings.consistency_steps, settings.consistency_prompt)
     path = os.path.join(output_dir, "consistency.png")
-    save_labelled_rows(result.pop("images").flatten(0, 1), path, [f"S={s}" for s in result["steps"]],
-                       nrow=settings.consistency_samples)  # fmt: skip
+    save_labelled_rows(
+        result.pop("images").flatten(0, 1),
+        path,
+        [f"S={s}" for s in result["steps"]],
+        nrow=settings.consistency_samples,
+    )
     logger.info("wrote %s; same digit at every S for %.0f%% of latents", path, 100 * result["share_same_label"])
     return {**result, "path": path}

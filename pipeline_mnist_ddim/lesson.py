@@ -9,11 +9,20 @@ from typing import List, Optional, Sequence
 
 import torch
 
+
 NUM_TRAIN_TIMESTEPS = 1000
 TEXT_LABELS = (
-    ("zero", "0"), ("one", "1"), ("two", "2"), ("three", "3"), ("four", "4"),
-    ("five", "5"), ("six", "6"), ("seven", "7"), ("eight", "8"), ("nine", "9"),
-)  # fmt: skip
+    ("zero", "0"),
+    ("one", "1"),
+    ("two", "2"),
+    ("three", "3"),
+    ("four", "4"),
+    ("five", "5"),
+    ("six", "6"),
+    ("seven", "7"),
+    ("eight", "8"),
+    ("nine", "9"),
+)
 
 
 def lesson_betas(num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[int]]
 EVAL_EXTRA_HINT = 'pip install "mnist-ddim-diffusers[eval]"'
 
@@ -28,7 +29,9 @@ def require_scipy():
     try:
         import scipy.linalg
     except ImportError as err:
-        raise ImportError(f"the Frechet distance needs scipy, which the core install lacks: {EVAL_EXTRA_HINT}") from err
+        raise ImportError(
+            f"the Frechet distance needs scipy, which the core install lacks: {EVAL_EXTRA_HINT}"
+        ) from err
     return scipy.linalg
 
 

@@ -28,6 +28,7 @@ from diffusers.utils import logging, replace_example_docstring
 from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
 from diffusers.utils.torch_utils import randn_tensor
 
+
 logger = logging.get_logger(__name__)
 
 EXAMPLE_DOC_STRING = """
@@ -149,16 +150,20 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         and records both as `[module, class]` pairs in `model_index.json`. With `push_to_hub=True`
         the folder is uploaded only once complete (the parent would upload before these fixes).
         """
-        hub_kwargs = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "create_pr", "token")
-                      if key in kwargs}  # fmt: skip
+        hub_kwargs = {
+            key: kwargs.pop(key)
+            for key in ("repo_id", "commit_message", "private", "create_pr", "token")
+            if key in kwargs
+        }
         super().save_pretrained(save_directory, **kwargs)
         self._save_text_components_for_transformers_4_and_5(save_directory, **kwargs)
         # torch.compile wraps a module (OptimizedModule): record and copy the model itself
         components = {name: getattr(obj, "_orig_mod", obj) for name, obj in self.components.items()}
         custom = [("_class_name", self, save_directory)] + [  # the UNet, and any other component not from a library
-            (name, obj, os.path.join(save_directory, name)) for name, obj in components.items()
+            (name, obj, os.path.join(save_directory, name))
+            for name, obj in components.items()
             if obj is not None and type(obj).__module__.split(".")[0] not in ("diffusers", "transformers")
-        ]  # fmt: skip
+        ]
         records = {}
         for name, obj, target_dir in custom:
             source = inspect.getsourcefile(type(obj))
@@ -179,9 +184,12 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             card = populate_model_card(load_or_create_model_card(repo_id, token=token, is_pipeline=True))
             card.save(os.path.join(folder, "README.md"))
         return upload_folder(
-            repo_id=repo_id, folder_path=folder, token=token, create_pr=create_pr,
+            repo_id=repo_id,
+            folder_path=folder,
+            token=token,
+            create_pr=create_pr,
             commit_message=commit_message or "Upload pipeline",
-        )  # fmt: skip
+        )
 
     def _save_text_components_for_transformers_4_and_5(self, save_directory, **kwargs):
         """Rewrites what transformers 5 saves into forms that transformers 4.x and 5.x both load the same.
@@ -199,8 +207,10 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if isinstance(self.text_encoder, transformers.CLIPTextModel):
             state_dict = self.text_encoder.state_dict()
             if not all(key.startswith("text_model.") for key in state_dict):
-                state_dict = {key if key.startswith("text_model.") else "text_model." + key: value
-                              for key, value in state_dict.items()}  # fmt: skip
+                state_dict = {
+                    key if key.startswith("text_model.") else "text_model." + key: value
+                    for key, value in state_dict.items()
+                }
                 self.text_encoder.save_pretrained(
                     encoder_dir,
                     state_dict=state_dict,
@@ -208,28 +218,47 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                     variant=kwargs.get("variant"),
                 )
         if self.text_encoder is not None and os.path.isfile(os.path.join(encoder_dir, "config.json")):
-            _update_json(os.path.join(encoder_dir, "config.json"),
-                         lambda config: config.update({key: "float32" for key in ("dtype", "torch_dtype") if key in config}))  # fmt: skip
+            _update_json(
+                os.path.join(encoder_dir, "config.json"),
+                lambda config: config.update({key: "float32" for key in ("dtype", "torch_dtype") if key in config}),
+            )
 
         name = type(self.tokenizer).__name__
         if hasattr(transformers, "TokenizersBackend") and isinstance(self.tokenizer, transformers.TokenizersBackend):
             # 4.x's PreTrainedTokenizerFast and its *Fast classes read the same tokenizer.json
             name = "PreTrainedTokenizerFast" if name == "TokenizersBackend" else name
             name = name + "Fast" if not name.endswith("Fast") and hasattr(transformers, name + "Fast") else name
-            _update_json(os.path.join(save_directory, "model_index.json"),
-                         lambda index: index.update(tokenizer=["transformers", name]))  # fmt: skip
-            _update_json(os.path.join(save_directory, "tokenizer", "tokenizer_config.json"),
-                         lambda config: config.update(tokenizer_class=name))  # fmt: skip
+            _update_json(
+                os.path.join(save_directory, "model_index.json"),
+                lambda index: index.update(tokenizer=["transformers", name]),
+            )
+            _update_json(
+                os.path.join(save_directory, "tokenizer", "tokenizer_config.json"),
+                lambda config: config.update(tokenizer_class=name),
+            )
         tokenizer_config = os.path.join(save_directory, "tokenizer", "tokenizer_config.json")
         if os.path.isfile(tokenizer_config):  # options of the load that made the tokenizer, not of the tokenizer
-            _update_json(tokenizer_config, lambda config: [config.pop(key, None) for key in ("is_local", "local_files_only")])
+            _update_json(
+                tokenizer_config, lambda config: [config.pop(key, None) for key in ("is_local", "local_files_only")]
+            )
 
     # ------------------------------------------------------------------ inputs
 
     def check_inputs(
-        self, prompt, batch_size, num_images_per_prompt, num_inference_steps, eta, guidance_scale, latents,
-        prompt_embeds, negative_prompt, negative_prompt_embeds, generator, callback_on_step_end_tensor_inputs,
-    ):  # fmt: skip
+        self,
+        prompt,
+        batch_size,
+        num_images_per_prompt,
+        num_inference_steps,
+        eta,
+        guidance_scale,
+        latents,
+        prompt_embeds,
+        negative_prompt,
+        negative_prompt_embeds,
+        generator,
+        callback_on_step_end_tensor_inputs,
+    ):
         # A scheduler may have been assigned after construction: check the one in use.
         self.check_scheduler(self.scheduler)
         if prompt is not None and prompt_embeds is not None:
@@ -248,7 +277,9 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             raise ValueError("`num_images_per_prompt` must be a positive integer, not None")
         max_steps = self.scheduler.config.num_train_timesteps
         if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= max_steps:
-            raise ValueError(f"`num_inference_steps` must be an integer from 1 to {max_steps}, not {num_inference_steps!r}")
+            raise ValueError(
+                f"`num_inference_steps` must be an integer from 1 to {max_steps}, not {num_inference_steps!r}"
+            )
         if not self._is_real(eta) or not 0 <= eta <= 1:
             raise ValueError(
                 f"`eta` must be a number from 0 to 1 (0 is deterministic DDIM, 1 has DDPM's variance), not {eta!r}: "
@@ -273,12 +304,17 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 raise ValueError(
                     f"got {len(negatives)} negative prompts for {len(prompts)} prompts: pass one, or one per prompt"
                 )
-        for name, tensor in (("latents", latents), ("prompt_embeds", prompt_embeds),
-                             ("negative_prompt_embeds", negative_prompt_embeds)):  # fmt: skip
+        for name, tensor in (
+            ("latents", latents),
+            ("prompt_embeds", prompt_embeds),
+            ("negative_prompt_embeds", negative_prompt_embeds),
+        ):
             if tensor is not None and not torch.isfinite(tensor).all():
                 raise ValueError(f"`{name}` holds NaN or infinite values: pass finite numbers")
         if prompt_embeds is not None and prompt_embeds.ndim != 3:
-            raise ValueError(f"`prompt_embeds` must have shape (batch, tokens, width), not {tuple(prompt_embeds.shape)}")
+            raise ValueError(
+                f"`prompt_embeds` must have shape (batch, tokens, width), not {tuple(prompt_embeds.shape)}"
+            )
         if negative_prompt_embeds is not None and (
             prompt_embeds is None or negative_prompt_embeds.shape != prompt_embeds.shape
         ):
@@ -295,7 +331,9 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if callback_on_step_end_tensor_inputs is not None and not all(
             k in self._callback_tensor_inputs for k in callback_on_step_end_tensor_inputs
         ):
-            raise ValueError(f"`callback_on_step_end_tensor_inputs` must be a subset of {self._callback_tensor_inputs}")
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` must be a subset of {self._callback_tensor_inputs}"
+            )
 
     @staticmethod
     def _is_real(value) -> bool:
@@ -323,9 +361,12 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         """The lesson's context: ``last_hidden_state`` of prompts padded to max length, no attention mask."""
         prompts = [p.strip().lower() for p in ([prompt] if isinstance(prompt, str) else prompt)]
         ids = self.tokenizer(
-            prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
             return_tensors="pt",
-        ).input_ids  # fmt: skip
+        ).input_ids
         # A word-level tokenizer maps unknown words to [UNK]: the model never saw them, so refuse
         # rather than sample noise. (CLIP's unk token is its end token: nothing to detect there.)
         unk = self.tokenizer.unk_token_id
@@ -439,7 +480,9 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if prompt_embeds is not None:
             context = prompt_embeds.to(device=device, dtype=self.unet.dtype)
         else:
-            context = torch.zeros(batch_size, 1, self.unet.config.cross_attention_dim, device=device, dtype=self.unet.dtype)
+            context = torch.zeros(
+                batch_size, 1, self.unet.config.cross_attention_dim, device=device, dtype=self.unet.dtype
+            )
         inverse_scheduler = DDIMInverseScheduler.from_config(self.scheduler.config)
         inverse_scheduler.set_timesteps(num_inference_steps, device=device)
         x = images.to(device=device, dtype=torch.float32) * 2 - 1
@@ -527,9 +570,19 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         self.check_inputs(
-            prompt, batch_size, num_images_per_prompt, num_inference_steps, eta, guidance_scale, latents,
-            prompt_embeds, negative_prompt, negative_prompt_embeds, generator, callback_on_step_end_tensor_inputs,
-        )  # fmt: skip
+            prompt,
+            batch_size,
+            num_images_per_prompt,
+            num_inference_steps,
+            eta,
+            guidance_scale,
+            latents,
+            prompt_embeds,
+            negative_prompt,
+            negative_prompt_embeds,
+            generator,
+            callback_on_step_end_tensor_inputs,
+        )
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be 'pil', 'np', 'pt' or 'latent', not {output_type!r}")
         self._guidance_scale = guidance_scale
@@ -544,9 +597,14 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             prompt_embeds = torch.zeros(num_images, 1, width, device=device, dtype=self.unet.dtype)
         else:
             prompt_embeds, negative_prompt_embeds = self.encode_prompt(
-                prompt, device, num_images_per_prompt, self.do_classifier_free_guidance, negative_prompt,
-                prompt_embeds, negative_prompt_embeds,
-            )  # fmt: skip
+                prompt,
+                device,
+                num_images_per_prompt,
+                self.do_classifier_free_guidance,
+                negative_prompt,
+                prompt_embeds,
+                negative_prompt_embeds,
+            )
             num_images = prompt_embeds.shape[0]
 
         # 3. Timesteps

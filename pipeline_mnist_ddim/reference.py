@@ -19,6 +19,7 @@ from torch import nn
 
 from .lesson import NUM_TRAIN_TIMESTEPS, lesson_betas
 
+
 ATTENTION_HEAD_DIM = 64
 CHANNEL_MULTIPLIERS = (1, 2, 2, 2)
 
@@ -200,22 +201,37 @@ class LessonUNet(nn.Module):
         )
         self.initial_convolution = nn.Conv2d(in_channels, base_channels, 3, padding=1, bias=False)
         ml = nn.ModuleList
-        self.downs = ml([
-            ml([res(base_channels, c0), Skip(), res(c0, c0), Skip(), down(c0)]),  # 32x32
-            ml([res(c0, c1), attn(c1), res(c1, c1), attn(c1), down(c1)]),  # 16x16
-            ml([res(c1, c2), Skip(), res(c2, c2), Skip(), down(c2)]),  # 8x8
-            ml([res(c2, c3), Skip(), res(c3, c3), Skip(), Skip()]),  # 4x4
-        ])  # fmt: skip
+        self.downs = ml(
+            [
+                ml([res(base_channels, c0), Skip(), res(c0, c0), Skip(), down(c0)]),  # 32x32
+                ml([res(c0, c1), attn(c1), res(c1, c1), attn(c1), down(c1)]),  # 16x16
+                ml([res(c1, c2), Skip(), res(c2, c2), Skip(), down(c2)]),  # 8x8
+                ml([res(c2, c3), Skip(), res(c3, c3), Skip(), Skip()]),  # 4x4
+            ]
+        )
         self.middle = ml([res(c3, c3), attn(c3), res(c3, c3)])
-        self.ups = ml([
-            ml([res(c3 + c3, c3), Skip(), res(c3 + c3, c3), Skip(), res(c3 + c2, c2), Skip(), up(c2)]),  # 4x4
-            ml([res(c2 + c2, c2), Skip(), res(c2 + c2, c2), Skip(), res(c2 + c1, c1), Skip(), up(c1)]),  # 8x8
-            ml([res(c1 + c1, c1), attn(c1), res(c1 + c1, c1), attn(c1), res(c1 + c0, c0), attn(c0), up(c0)]),  # 16
-            ml([res(c0 + c0, c0), Skip(), res(c0 + c0, c0), Skip(), res(c0 + base_channels, base_channels),
-                Skip(), Skip()]),  # 32x32
-        ])  # fmt: skip
+        self.ups = ml(
+            [
+                ml([res(c3 + c3, c3), Skip(), res(c3 + c3, c3), Skip(), res(c3 + c2, c2), Skip(), up(c2)]),  # 4x4
+                ml([res(c2 + c2, c2), Skip(), res(c2 + c2, c2), Skip(), res(c2 + c1, c1), Skip(), up(c1)]),  # 8x8
+                ml([res(c1 + c1, c1), attn(c1), res(c1 + c1, c1), attn(c1), res(c1 + c0, c0), attn(c0), up(c0)]),  # 16
+                ml(
+                    [
+                        res(c0 + c0, c0),
+                        Skip(),
+                        res(c0 + c0, c0),
+                        Skip(),
+                        res(c0 + base_channels, base_channels),
+                        Skip(),
+                        Skip(),
+                    ]
+                ),  # 32x32
+            ]
+        )
         self.final_projection = nn.Sequential(
-            nn.GroupNorm(32, base_channels), nn.SiLU(), nn.Conv2d(base_channels, out_channels, 3, padding=1, bias=False)
+            nn.GroupNorm(32, base_channels),
+            nn.SiLU(),
+            nn.Conv2d(base_channels, out_channels, 3, padding=1, bias=False),
         )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

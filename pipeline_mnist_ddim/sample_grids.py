@@ -23,16 +23,25 @@ from .image_grid import save_grid
 from .lesson import labels_to_prompts
 from .settings import DTYPE_CHOICES, SampleSettings
 
+
 logger = logging.getLogger(__name__)
-OUTPUT_FILES = ("unconditional_samples.png", "conditional_samples.png", "conditional_sample_prompts.txt", "settings.json")
+OUTPUT_FILES = (
+    "unconditional_samples.png",
+    "conditional_samples.png",
+    "conditional_sample_prompts.txt",
+    "settings.json",
+)
 
 
 def check_settings(settings: SampleSettings) -> torch.device:
     """Everything that can be checked before loading a model; returns the device."""
     if settings.pipeline and settings.checkpoint:
         raise ValueError("pass either --pipeline or --checkpoint, not both")
-    checkpoint_only = (("--text_encoder", settings.text_encoder), ("--compact_text_encoder", settings.compact_text_encoder),
-                       ("--ema", settings.ema))  # fmt: skip
+    checkpoint_only = (
+        ("--text_encoder", settings.text_encoder),
+        ("--compact_text_encoder", settings.compact_text_encoder),
+        ("--ema", settings.ema),
+    )
     for flag, value in checkpoint_only:
         if value and not settings.checkpoint:
             raise ValueError(f"{flag} applies to --checkpoint only (a pipeline folder has its own text encoder)")
@@ -43,13 +52,17 @@ def check_settings(settings: SampleSettings) -> torch.device:
     # For eta > 1, DDIM's sigma_t exceeds sqrt(1 - alpha_{t-1}) and the direction term's square root is undefined.
     if not math.isfinite(settings.eta) or not 0 <= settings.eta <= 1:
         raise ValueError(f"--eta must be a number from 0 (deterministic DDIM) to 1 (DDPM-like), not {settings.eta}")
-    if not math.isfinite(settings.guidance_scale) or settings.guidance_scale < 0:  # as the pipeline: <= 1 is no guidance
-        raise ValueError(f"--guidance_scale must be a finite number >= 0 (<= 1: no guidance, the lesson), "
-                         f"not {settings.guidance_scale}")  # fmt: skip
+    if (
+        not math.isfinite(settings.guidance_scale) or settings.guidance_scale < 0
+    ):  # as the pipeline: <= 1 is no guidance
+        raise ValueError(
+            f"--guidance_scale must be a finite number >= 0 (<= 1: no guidance, the lesson), "
+            f"not {settings.guidance_scale}"
+        )
     if settings.dtype not in DTYPE_CHOICES:
         raise ValueError(f"--dtype must be one of {list(DTYPE_CHOICES)}, not {settings.dtype!r}")
     if settings.prompts is not None and not settings.prompts.split():
-        raise ValueError("--prompts is empty: give words such as \"7 seven 3\", or leave it out for random digits")
+        raise ValueError('--prompts is empty: give words such as "7 seven 3", or leave it out for random digits')
     check_writable_location(settings.output_dir)
     return pick_device(settings.device)
 
@@ -58,8 +71,10 @@ def check_scheduler_config(scheduler) -> None:
     """A scheduler config edited by hand can make every image NaN or fail mid-run: refuse it before sampling."""
     num_train_timesteps = scheduler.config.get("num_train_timesteps")
     if not isinstance(num_train_timesteps, int) or num_train_timesteps < 1:
-        raise ValueError(f"the scheduler's num_train_timesteps is {num_train_timesteps!r}, not a positive integer "
-                         "(was scheduler_config.json edited?)")  # fmt: skip
+        raise ValueError(
+            f"the scheduler's num_train_timesteps is {num_train_timesteps!r}, not a positive integer "
+            "(was scheduler_config.json edited?)"
+        )
     alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
     if alphas_cumprod is not None and (
         len(alphas_cumprod) != num_train_timesteps
@@ -96,8 +111,13 @@ def load_pipeline(settings: SampleSettings, dtype_name: Optional[str] = None):
     if settings.checkpoint:
         from .checkpoint_to_pipeline import build_pipeline
 
-        pipe, _ = build_pipeline(settings.checkpoint, settings.text_encoder, dtype, use_ema=settings.ema,
-                                 compact_text_encoder=settings.compact_text_encoder)  # fmt: skip
+        pipe, _ = build_pipeline(
+            settings.checkpoint,
+            settings.text_encoder,
+            dtype,
+            use_ema=settings.ema,
+            compact_text_encoder=settings.compact_text_encoder,
+        )
         return pipe
     return load_pipeline_folder(settings.pipeline, dtype)
 
@@ -132,15 +152,17 @@ def run(settings: SampleSettings) -> str:
     check_against_pipeline(settings, pipe)
     output_dir = fresh_output_dir(settings.output_dir, settings.overwrite)
     if output_dir != settings.output_dir:  # said now, not after minutes of sampling
-        logger.warning("%s already holds a run: writing to %s (--overwrite replaces it instead)", settings.output_dir,
-                       output_dir)  # fmt: skip
+        logger.warning(
+            "%s already holds a run: writing to %s (--overwrite replaces it instead)", settings.output_dir, output_dir
+        )
 
     generator = torch.Generator().manual_seed(settings.seed)  # on the CPU: the same images on any device
     n = settings.num_samples
     config = pipe.unet.config
     shape = (n, config.in_channels, config.sample_size, config.sample_size)
-    common = dict(num_inference_steps=settings.num_inference_steps, eta=settings.eta, output_type="pt",
-                  generator=generator)  # fmt: skip
+    common = dict(
+        num_inference_steps=settings.num_inference_steps, eta=settings.eta, output_type="pt", generator=generator
+    )
     started = time.perf_counter()
 
     label_progress_bar(pipe, "unconditional")
@@ -171,9 +193,22 @@ def run(settings: SampleSettings) -> str:
         with atomic_path(os.path.join(output_dir, "conditional_sample_prompts.txt")) as path:
             write_prompts(prompts, path)
     with atomic_path(os.path.join(output_dir, "settings.json")) as path, open(path, "w") as f:
-        record = {**asdict(settings), "output_dir": output_dir, "pipeline": settings.pipeline or (None if settings.checkpoint else "embedded default"),
-                  "device": str(device), "dtype_used": dtype, "scheduler": type(pipe.scheduler).__name__,
-                  "sampling_seconds": round(seconds, 1)}  # fmt: skip
+        record = {
+            **asdict(settings),
+            "output_dir": output_dir,
+            "pipeline": settings.pipeline or (None if settings.checkpoint else "embedded default"),
+            "device": str(device),
+            "dtype_used": dtype,
+            "scheduler": type(pipe.scheduler).__name__,
+            "sampling_seconds": round(seconds, 1),
+        }
         json.dump(record, f, indent=2)
-    logger.info("sampled %d + %d images in %.1f s on %s -> %s", n, n if conditional is not None else 0, seconds, device, output_dir)
+    logger.info(
+        "sampled %d + %d images in %.1f s on %s -> %s",
+        n,
+        n if conditional is not None else 0,
+        seconds,
+        device,
+        output_dir,
+    )
     return output_dir

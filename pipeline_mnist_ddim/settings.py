@@ -8,6 +8,7 @@ The flags shared by the commands have one name each: ``--pipeline``, ``--checkpo
 from dataclasses import dataclass, field
 from typing import List, Literal, Optional
 
+
 DTYPE_NAMES = ("float32", "float16", "bfloat16")  # devices.DTYPES maps them to torch dtypes
 DtypeName = Literal[DTYPE_NAMES]  # type: ignore[valid-type]
 DTYPE_CHOICES = ("auto",) + DTYPE_NAMES  # the main job's: "auto" is devices.resolve_dtype
@@ -45,8 +46,11 @@ class SampleSettings:
     guidance_scale: float = option(1.0, "classifier-free guidance of the conditional grid (<= 1: none, the lesson)")
     seed: int = option(42, "seed of the latents and the random prompts")
     device: str = option("auto", DEVICE_HELP)
-    dtype: Literal[DTYPE_CHOICES] = option("float32", "dtype of the UNet and text encoder; auto: bfloat16 weights on "  # type: ignore[valid-type]
-                                                      "a CPU with native bf16 (AMX, AVX512-BF16), else float32")  # fmt: skip
+    dtype: Literal[DTYPE_CHOICES] = option(
+        "float32",
+        "dtype of the UNet and text encoder; auto: bfloat16 weights on "  # type: ignore[valid-type]
+        "a CPU with native bf16 (AMX, AVX512-BF16), else float32",
+    )
     prompts: Optional[str] = option(None, 'prompts to cycle through, e.g. "7 seven 3" (None: random digits)')
 
 
@@ -57,7 +61,9 @@ class ConvertSettings:
     checkpoint: str = option(None, "lesson .pt, a bare state dict .pt or .safetensors", required=True)
     output_dir: str = option(None, "the pipeline folder to write", required=True)
     text_encoder: str = option(DEFAULT_TEXT_ENCODER, "Hub id or folder of a CLIP text model + tokenizer, or 'none'")
-    compact_text_encoder: bool = option(False, "keep only the encoder's outputs for the lesson's 20 prompts (~5 MB, exact)")
+    compact_text_encoder: bool = option(
+        False, "keep only the encoder's outputs for the lesson's 20 prompts (~5 MB, exact)"
+    )
     dtype: DtypeName = option("float32", "dtype of the saved weights")
     ema: bool = option(False, "convert 'ema_state_dict' (our training script's EMA)")
     push_to_hub: Optional[str] = option(None, "upload the folder to this Hub repo id", metavar="REPO_ID")
@@ -81,8 +87,9 @@ class TrainConfig:
     max_grad_norm: float = option(1.0, "gradient-norm clip")
     ema_decay: float = option(0.0, "EMA decay of the weights; 0 disables the EMA")
     mixed_precision: Literal["no", "bf16"] = option("no", "bf16 autocast, or no")
-    device: Literal["auto", "cpu"] = option("auto", "auto: accelerate's choice (each process's GPU under accelerate "
-                                                    "launch), or cpu")  # fmt: skip
+    device: Literal["auto", "cpu"] = option(
+        "auto", "auto: accelerate's choice (each process's GPU under accelerate launch), or cpu"
+    )
     sdpa: bool = option(True, "PyTorch's scaled-dot-product attention (--no_sdpa: the lesson's own)")
     max_minutes: Optional[float] = option(None, "wall-clock budget (None: no limit)")
     save_every: int = option(1000, "steps between checkpoints")
@@ -90,13 +97,20 @@ class TrainConfig:
     keep_last: int = option(3, "checkpoints kept")
     seed: int = option(0, "seed of the weights, data order and noise")
     resume: Optional[str] = option(None, 'a checkpoint path or "latest" in --output_dir')
-    init_weights: Optional[str] = option(None, "start from these network weights (.pt or .safetensors, comma-separated)")
+    init_weights: Optional[str] = option(
+        None, "start from these network weights (.pt or .safetensors, comma-separated)"
+    )
     # torch.compile of the network (forward and backward); "reduce-overhead" adds CUDA graphs, which
     # suit this step: fixed shapes, no host sync (the zero-context coin is drawn on the CPU).
     compile: bool = option(False, "torch.compile the network (forward and backward)")
-    compile_mode: Optional[str] = option(None, "with --compile: default, reduce-overhead (CUDA graphs), max-autotune or "
-                                               "max-autotune-no-cudagraphs (None: inductor's default)")  # fmt: skip
-    compile_backend: str = option("inductor", "torch.compile backend; aot_eager traces without code generation (tests)")
+    compile_mode: Optional[str] = option(
+        None,
+        "with --compile: default, reduce-overhead (CUDA graphs), max-autotune or "
+        "max-autotune-no-cudagraphs (None: inductor's default)",
+    )
+    compile_backend: str = option(
+        "inductor", "torch.compile backend; aot_eager traces without code generation (tests)"
+    )
 
 
 @dataclass
@@ -127,10 +141,21 @@ class EvalSettings:
     @classmethod
     def quick(cls) -> "EvalSettings":
         """A smoke run of every section in a few minutes on a CPU."""
-        return cls(num_samples=10, num_samples_slow=10, num_samples_ddpm=0, num_samples_unconditional=20,
-                   num_samples_inversion=4, etas=[0.0, 1.0], steps=[10, 20], ddpm=False,
-                   guidance_scales=[1.0, 2.0], guidance_steps=10, unconditional_steps=10,
-                   inversion_steps=[10, 20], floor_draws=3)  # fmt: skip
+        return cls(
+            num_samples=10,
+            num_samples_slow=10,
+            num_samples_ddpm=0,
+            num_samples_unconditional=20,
+            num_samples_inversion=4,
+            etas=[0.0, 1.0],
+            steps=[10, 20],
+            ddpm=False,
+            guidance_scales=[1.0, 2.0],
+            guidance_steps=10,
+            unconditional_steps=10,
+            inversion_steps=[10, 20],
+            floor_draws=3,
+        )
 
     def samples_for(self, steps: int) -> int:
         """Sample count of a DDIM table cell: slow (many-step) cells get fewer samples."""
@@ -160,8 +185,9 @@ class EvaluateOptions:
     pipeline: Optional[str] = option(None, PIPELINE_HELP)
     output_dir: str = option("output/evaluation", "evaluation.md, evaluation.json, plots and grids go here")
     quick: bool = option(False, "tiny smoke run (N=10, S in {10, 20}, no DDPM row); other flags still apply")
-    reuse_cache: bool = option(False, "keep each finished cell's images in OUTPUT_DIR/cells and reuse them "
-                                      "(an interrupted run goes on)")  # fmt: skip
+    reuse_cache: bool = option(
+        False, "keep each finished cell's images in OUTPUT_DIR/cells and reuse them (an interrupted run goes on)"
+    )
     device: str = option("auto", DEVICE_HELP + " (under accelerate launch: each process's own)")
     dtype: DtypeName = option("float32", "UNet/text-encoder dtype (float16 only on a GPU)")
 
@@ -205,8 +231,10 @@ class DemoOptions:
 
 @dataclass
 class BenchmarkOptions:
-    suite: Literal["compare", "gpu"] = option("compare", "compare: pipeline vs reference loop in float32 and the "
-                                                        "device's reduced precision; gpu: every GPU variant")  # fmt: skip
+    suite: Literal["compare", "gpu"] = option(
+        "compare",
+        "compare: pipeline vs reference loop in float32 and the device's reduced precision; gpu: every GPU variant",
+    )
     device: str = option("auto", DEVICE_HELP)
     batch_size: Optional[int] = option(None, "images per call (None: 64 on CUDA or with --suite gpu, 8 on CPU)")
     num_inference_steps: int = option(50, "DDIM steps")
@@ -218,13 +246,22 @@ class BenchmarkOptions:
     tiny: bool = option(False, "--suite gpu: toy sizes (base 32, context 32, batch 2, 2 steps, 1 repeat)")
     context_tokens: int = option(77, "--suite gpu: prompt tokens (CLIP's 77)")
     warmups: int = option(1, "--suite gpu: untimed runs per variant (+1 when compiled)")
-    dtypes: Optional[List[str]] = option(None, "--suite gpu: dtypes of the plain rows (None: all three on CUDA, "
-                                               "float32 and bfloat16 elsewhere)", choices=DTYPE_NAMES)  # fmt: skip
-    half_dtype: Optional[Literal["float16", "bfloat16"]] = option(None, "--suite gpu: dtype of the extra rows "
-                                                                        "(None: float16 on CUDA, else bfloat16)")  # fmt: skip
-    compile_modes: Optional[List[str]] = option(None, '--suite gpu: torch.compile modes, "none" for none (None: '
-                                                      '"reduce-overhead" "max-autotune" on CUDA, none elsewhere)')  # fmt: skip
-    json: Optional[str] = option(None, "--suite gpu: write the results here (after every row, so a cut-short run keeps them)")
+    dtypes: Optional[List[str]] = option(
+        None,
+        "--suite gpu: dtypes of the plain rows (None: all three on CUDA, float32 and bfloat16 elsewhere)",
+        choices=DTYPE_NAMES,
+    )
+    half_dtype: Optional[Literal["float16", "bfloat16"]] = option(
+        None, "--suite gpu: dtype of the extra rows (None: float16 on CUDA, else bfloat16)"
+    )
+    compile_modes: Optional[List[str]] = option(
+        None,
+        '--suite gpu: torch.compile modes, "none" for none (None: '
+        '"reduce-overhead" "max-autotune" on CUDA, none elsewhere)',
+    )
+    json: Optional[str] = option(
+        None, "--suite gpu: write the results here (after every row, so a cut-short run keeps them)"
+    )
 
 
 @dataclass

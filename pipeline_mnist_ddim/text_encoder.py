@@ -21,6 +21,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 from .files import is_hub_id
 from .lesson import TEXT_LABELS
 
+
 LESSON_TEXT_ENCODER = "openai/clip-vit-large-patch14"
 CLIP_MODEL_TYPES = ("clip_text_model", "clip")  # a text model alone, or a whole CLIP model
 
@@ -115,8 +116,10 @@ def load_text_encoder(source: Optional[str]) -> Tuple[Optional[object], Optional
         if info["missing_keys"]:  # e.g. a folder saved by another major version of transformers
             import transformers
 
-            hint = (f"; it lacks {len(info['missing_keys'])} of its weights under transformers {transformers.__version__}: "
-                    "was it saved by another major version? Load and re-save it with this one")
+            hint = (
+                f"; it lacks {len(info['missing_keys'])} of its weights under transformers {transformers.__version__}: "
+                "was it saved by another major version? Load and re-save it with this one"
+            )
         raise TextEncoderError(f"{source} does not hold a complete CLIP text model's weights: {problems}{hint}")
     not_finite = [name for name, p in text_encoder.named_parameters() if not torch.isfinite(p).all()]
     if not_finite:

@@ -30,10 +30,9 @@ from .lesson import TEXT_LABELS
 from .reference import LessonDiffusion, LessonUNet, ddim_sample
 from .settings import TrainConfig  # noqa: F401  (its home is the torch-free settings module)
 
+
 logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = "gaussian_diffusion_ddpm-{step}.pt"
-
-
 
 
 def load_weights(paths: str) -> dict:
@@ -88,9 +87,12 @@ def make_ema(parameters, decay: float, step: int = 0):
 def encode_prompts(text_encoder, tokenizer, prompts) -> torch.Tensor:
     """The lesson's context: last_hidden_state of prompts padded to max length, no attention mask."""
     ids = tokenizer(
-        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+        list(prompts),
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
         return_tensors="pt",
-    ).input_ids  # fmt: skip
+    ).input_ids
     return text_encoder(input_ids=ids.to(text_encoder.device)).last_hidden_state
 
 
@@ -175,7 +177,9 @@ def train(config: TrainConfig) -> str:
             if ema is not None:
                 ema.copy_to(ema_unet.parameters())
             if saving:
-                last_path = _save_checkpoint(config, accelerator.unwrap_model(diffusion), optimizer, ema_unet, step, loss)
+                last_path = _save_checkpoint(
+                    config, accelerator.unwrap_model(diffusion), optimizer, ema_unet, step, loss
+                )
             if sampling:
                 _sample_grids(config, ema_unet or accelerator.unwrap_model(diffusion)._unet, prompt_table, step)
         if out_of_time:
@@ -197,7 +201,9 @@ def _save_checkpoint(config, diffusion, optimizer, ema, step, loss) -> str:
     path = os.path.join(config.output_dir, CHECKPOINT_PATTERN.format(step=step))
     with atomic_path(path) as temporary:
         torch.save(checkpoint, temporary)
-    found = sorted(glob.glob(os.path.join(config.output_dir, CHECKPOINT_PATTERN.format(step="*"))), key=os.path.getmtime)
+    found = sorted(
+        glob.glob(os.path.join(config.output_dir, CHECKPOINT_PATTERN.format(step="*"))), key=os.path.getmtime
+    )
     for old in found[: -config.keep_last]:
         os.remove(old)
     return path
@@ -216,5 +222,7 @@ def _sample_grids(config, unet, prompt_table, step, num_samples: int = 64) -> No
     save_grid(ddim_sample(unet, x_t, zeros), os.path.join(config.output_dir, f"sample-{step}.png"))
     labels = torch.arange(num_samples) % 10
     rows = (labels * 2 + torch.randint(0, 2, (num_samples,), generator=generator)).to(device)
-    save_grid(ddim_sample(unet, x_t, prompt_table[rows]), os.path.join(config.output_dir, f"conditional_sample-{step}.png"))
+    save_grid(
+        ddim_sample(unet, x_t, prompt_table[rows]), os.path.join(config.output_dir, f"conditional_sample-{step}.png")
+    )
     unet.train(was_training)

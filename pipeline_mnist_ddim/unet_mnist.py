@@ -31,6 +31,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.models.resnet import ResnetBlock2D, Upsample2D
 from torch import nn
 
+
 CHANNEL_MULTIPLIERS = (1, 2, 2, 2)
 
 

@@ -4,5 +4,6 @@ import sys
 
 from pipeline_mnist_ddim.commands.benchmark import main
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,6 +23,7 @@ from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
 from pipeline_mnist_ddim.cli import parse_settings
 from pipeline_mnist_ddim.settings import option
 
+
 if TYPE_CHECKING:  # imported after parsing, so that --help answers at once
     import torch
 
@@ -30,7 +31,9 @@ if TYPE_CHECKING:  # imported after parsing, so that --help answers at once
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_CARD_DETAILS = os.path.join(REPO_DIR, "docs", "default_model.md")
-SOURCE_LINE = re.compile(r"Source checkpoint: `(?P<checkpoint>[^`]+)` \(training step (?P<step>\d+)(, loss (?P<loss>[\d.]+))?\)")
+SOURCE_LINE = re.compile(
+    r"Source checkpoint: `(?P<checkpoint>[^`]+)` \(training step (?P<step>\d+)(, loss (?P<loss>[\d.]+))?\)"
+)
 logger = logging.getLogger("refresh_default_pipeline")
 
 
@@ -63,7 +66,9 @@ def checkpoint_meta(card_file: str) -> Tuple[str, dict]:
 
 def without_prefix(state_dict: dict) -> dict:
     """transformers 4.x names a CLIPTextModel's weights ``text_model.*``, 5.x without the prefix."""
-    return {key[len("text_model."):] if key.startswith("text_model.") else key: value for key, value in state_dict.items()}
+    return {
+        key[len("text_model.") :] if key.startswith("text_model.") else key: value for key, value in state_dict.items()
+    }
 
 
 def load_default(source: str) -> "MNistDDIMPipeline":
@@ -82,8 +87,9 @@ def load_default(source: str) -> "MNistDDIMPipeline":
     text_encoder = CLIPTextModel.from_pretrained(os.path.join(source, "text_encoder"), dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(source, "tokenizer"))
     scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
-    return MNistDDIMPipeline(unet=unet, scheduler=scheduler, text_encoder=text_encoder.requires_grad_(False).eval(),
-                             tokenizer=tokenizer)  # fmt: skip
+    return MNistDDIMPipeline(
+        unet=unet, scheduler=scheduler, text_encoder=text_encoder.requires_grad_(False).eval(), tokenizer=tokenizer
+    )
 
 
 def assert_same_tensors(before: dict, after: dict, what: str) -> None:
@@ -91,7 +97,9 @@ def assert_same_tensors(before: dict, after: dict, what: str) -> None:
 
     if before.keys() != after.keys():
         raise RuntimeError(f"{what}: tensor names changed: {sorted(before.keys() ^ after.keys())[:5]}")
-    changed = [key for key in before if before[key].dtype != after[key].dtype or not torch.equal(before[key], after[key])]
+    changed = [
+        key for key in before if before[key].dtype != after[key].dtype or not torch.equal(before[key], after[key])
+    ]
     if changed:
         raise RuntimeError(f"{what}: {len(changed)} tensors changed, e.g. {changed[:3]}")
 
@@ -107,14 +115,25 @@ def refresh(source: str = DEFAULT_PIPELINE_DIR, output_dir: str = DEFAULT_PIPELI
     checkpoint, meta = checkpoint_meta(os.path.join(source, "README.md"))
     with open(MODEL_CARD_DETAILS) as f:
         details = f.read().rstrip("\n")  # as build_default_pipeline.sh passes it: "$(cat ...)"
-    card = model_card(pipe, checkpoint, meta, text_encoder=os.path.join(source, "text_encoder"),
-                      repo=os.path.relpath(DEFAULT_PIPELINE_DIR, REPO_DIR), details=details)  # fmt: skip
+    card = model_card(
+        pipe,
+        checkpoint,
+        meta,
+        text_encoder=os.path.join(source, "text_encoder"),
+        repo=os.path.relpath(DEFAULT_PIPELINE_DIR, REPO_DIR),
+        details=details,
+    )
     # write and check a staging copy first: the default is replaced only by a verified folder
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(output_dir))) as staging:
         written = save_pipeline_folder(pipe, os.path.join(staging, "pipeline"), card)
-        assert_same_tensors(unet_before, load_file(os.path.join(written, "unet", "diffusion_pytorch_model.safetensors")), "unet")
-        assert_same_tensors(encoder_before, without_prefix(load_file(os.path.join(written, "text_encoder", "model.safetensors"))),
-                            "text_encoder")  # fmt: skip
+        assert_same_tensors(
+            unet_before, load_file(os.path.join(written, "unet", "diffusion_pytorch_model.safetensors")), "unet"
+        )
+        assert_same_tensors(
+            encoder_before,
+            without_prefix(load_file(os.path.join(written, "text_encoder", "model.safetensors"))),
+            "text_encoder",
+        )
         return save_pipeline_folder(pipe, output_dir, card, overwrite=True)
 
 

@@ -11,6 +11,7 @@ from pipeline_mnist_ddim.demo import DemoLimits, build_demo, launch
 from pipeline_mnist_ddim.devices import pick_device
 from pipeline_mnist_ddim.folder_io import load_pipeline_folder
 
+
 source = os.environ.get("MNIST_DDIM_PIPELINE") or None
 device = pick_device("auto")
 demo = build_demo(load_pipeline_folder(source).to(device), source=source, limits=DemoLimits(), device=str(device))

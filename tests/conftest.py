@@ -17,6 +17,7 @@ from pipeline_mnist_ddim.reference import LessonDiffusion, LessonUNet
 from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
 from pipeline_mnist_ddim.text_encoder import build_text_encoder
 
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = Path(__file__).resolve().parent / "data"
 TINY_BASE = 32
@@ -67,7 +68,6 @@ def save_lesson_checkpoint(model: LessonUNet, path: Path, step: int = 100) -> Pa
 
 def seeded_latents(batch_size: int, seed: int = 0, channels: int = 1) -> torch.Tensor:
     return torch.randn(batch_size, channels, 32, 32, generator=torch.Generator().manual_seed(seed))
-
 
 
 def sample_in_process(unet, text_encoder, tokenizer, prompts, steps: int, seed: int):

@@ -83,8 +83,9 @@ class _Handler(BaseHTTPRequestHandler):
         repo_id, action = match.group(1), match.group(2)
         if action == "preupload":
             files = json.loads(body)["files"]
-            return self._json(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                              for f in files]})  # fmt: skip
+            return self._json(
+                200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+            )
         repo = self._repo(repo_id)
         for line in body.splitlines():
             item = json.loads(line)
@@ -96,8 +97,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._json(400, {"error": f"the stand-in Hub does not support {item['key']!r}"})
         repo.commits += 1
         repo.commit = hashlib.sha1(f"{repo_id}-{repo.commits}".encode()).hexdigest()
-        return self._json(200, {"commitUrl": f"{self.server.endpoint}/{repo_id}/commit/{repo.commit}",
-                                "commitOid": repo.commit, "pullRequestUrl": None})  # fmt: skip
+        return self._json(
+            200,
+            {
+                "commitUrl": f"{self.server.endpoint}/{repo_id}/commit/{repo.commit}",
+                "commitOid": repo.commit,
+                "pullRequestUrl": None,
+            },
+        )
 
     def do_GET(self):
         self._get(head=False)
@@ -113,18 +120,28 @@ class _Handler(BaseHTTPRequestHandler):
             repo = self._repo(match.group(1))
             if repo is None:
                 return self._not_found("RepoNotFound")
-            return self._json(200, {
-                "id": match.group(1), "modelId": match.group(1), "sha": repo.commit, "private": False,
-                "tags": [], "siblings": [{"rfilename": name} for name in sorted(repo.files)],
-            })  # fmt: skip
+            return self._json(
+                200,
+                {
+                    "id": match.group(1),
+                    "modelId": match.group(1),
+                    "sha": repo.commit,
+                    "private": False,
+                    "tags": [],
+                    "siblings": [{"rfilename": name} for name in sorted(repo.files)],
+                },
+            )
         match = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/[^/]+(?:/(.*))?", path)
         if match:
             repo = self._repo(match.group(1))
             if repo is None:
                 return self._not_found("RepoNotFound")
             prefix = (match.group(2) or "").strip("/")
-            entries = [{"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
-                       for name, data in sorted(repo.files.items()) if name.startswith(prefix)]  # fmt: skip
+            entries = [
+                {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                for name, data in sorted(repo.files.items())
+                if name.startswith(prefix)
+            ]
             return self._json(200, entries)
         match = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
         if match:
@@ -135,8 +152,12 @@ class _Handler(BaseHTTPRequestHandler):
             if data is None:
                 return self._send(404, b"", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": repo.commit}, head)
             etag = '"' + hashlib.sha1(data).hexdigest() + '"'
-            return self._send(200, data, {"X-Repo-Commit": repo.commit, "ETag": etag,
-                                          "Content-Type": "application/octet-stream"}, head)  # fmt: skip
+            return self._send(
+                200,
+                data,
+                {"X-Repo-Commit": repo.commit, "ETag": etag, "Content-Type": "application/octet-stream"},
+                head,
+            )
         return self._not_found("NotImplemented", head)
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from hidden_package import HIDE_PACKAGE
 
+
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOT_PINNED = ("torch",)  # torch 2.13.0 on both sides: an older one would be a multi-GB CUDA download
 PROMPTS = ["0", "one", "2", "three", "4", "five", "6", "seven", "8", "nine"]
@@ -59,8 +60,9 @@ def latents(seed: int = 0) -> torch.Tensor:
 
 def measure(pipe, num_inference_steps: int) -> dict:
     """Everything compared across versions, as numpy arrays."""
-    input_ids = pipe.tokenizer(PROMPTS, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                               truncation=True, return_tensors="pt").input_ids  # fmt: skip
+    input_ids = pipe.tokenizer(
+        PROMPTS, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         hidden = pipe.text_encoder(input_ids).last_hidden_state
     images = pipe(prompt=PROMPTS, latents=latents(), num_inference_steps=num_inference_steps, output_type="np").images
@@ -89,8 +91,10 @@ def compare(folder: str, measured: dict, reference: dict) -> str:
     text_diff = float(np.abs(measured["hidden"] - reference["hidden"]).max())
     image_diff = float(np.abs(measured["images"] - reference["images"]).max())
     if text_diff > TEXT_TOLERANCE or image_diff > IMAGE_TOLERANCE:
-        raise AssertionError(f"{folder}: text encoder max abs diff {text_diff:.2e} (tolerance {TEXT_TOLERANCE}), "
-                             f"images {image_diff:.2e} (tolerance {IMAGE_TOLERANCE})")  # fmt: skip
+        raise AssertionError(
+            f"{folder}: text encoder max abs diff {text_diff:.2e} (tolerance {TEXT_TOLERANCE}), "
+            f"images {image_diff:.2e} (tolerance {IMAGE_TOLERANCE})"
+        )
     return f"{folder}: same ids, text encoder max abs diff {text_diff:.1e}, images {image_diff:.1e}"
 
 
@@ -106,7 +110,9 @@ def versions() -> str:
 
 def bytes_to_unicode() -> dict:
     """CLIP's byte -> printable character table (GPT-2's), as its vocabulary spells bytes."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes, extra = printable[:], 0
     for byte in range(256):
         if byte not in printable:
@@ -136,20 +142,31 @@ def tiny_clip_pipeline(unet, vocabulary_dir: str):
         json.dump({"model_max_length": 8}, f)
     tokenizer = CLIPTokenizer.from_pretrained(vocabulary_dir)
     torch.manual_seed(1)
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                                num_hidden_layers=1, num_attention_heads=1, max_position_embeddings=8,
-                                                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                                pad_token_id=tokenizer.pad_token_id)).eval()  # fmt: skip
-    return MNistDDIMPipeline(unet=unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=1,
+            max_position_embeddings=8,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).eval()
+    return MNistDDIMPipeline(
+        unet=unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer
+    )
 
 
 def write(work: str, default_dir: str = None) -> None:
     from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
     from pipeline_mnist_ddim.classifier import load_default_classifier
-    from pipeline_mnist_ddim.metrics import predict_labels
     from pipeline_mnist_ddim.folder_io import save_pipeline_folder
-    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
     from pipeline_mnist_ddim.lesson import TEXT_LABELS
+    from pipeline_mnist_ddim.metrics import predict_labels
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
     from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
     from pipeline_mnist_ddim.text_encoder import build_text_encoder
     from pipeline_mnist_ddim.unet_mnist import MNistUNet2DConditionModel
@@ -157,7 +174,9 @@ def write(work: str, default_dir: str = None) -> None:
     torch.manual_seed(0)
     unet = MNistUNet2DConditionModel(base_channels=32, cross_attention_dim=32)
     text_encoder, tokenizer = build_text_encoder(hidden_size=32, num_layers=1)
-    tiny = MNistDDIMPipeline(unet=unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer)
+    tiny = MNistDDIMPipeline(
+        unet=unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer
+    )
     save_pipeline_folder(tiny.to(dtype=torch.float16), os.path.join(work, "tiny"))
     save_pipeline_folder(tiny_clip_pipeline(unet, os.path.join(work, "clip_vocabulary")), os.path.join(work, "clip"))
     os.symlink(os.path.abspath(default_dir or DEFAULT_PIPELINE_DIR), os.path.join(work, "default"))
@@ -191,7 +210,13 @@ def check(work: str) -> None:
 def check_resaved(work: str) -> None:
     for name in FOLDERS:
         folder = os.path.join(work, f"{name}_resaved")
-        print(compare(folder, measure(load_alone(folder), STEPS[name]), dict(np.load(os.path.join(work, f"{name}_reference.npz")))))
+        print(
+            compare(
+                folder,
+                measure(load_alone(folder), STEPS[name]),
+                dict(np.load(os.path.join(work, f"{name}_reference.npz"))),
+            )
+        )
 
 
 if __name__ == "__main__":

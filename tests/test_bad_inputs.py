@@ -10,6 +10,7 @@ from conftest import lesson_state_dict
 
 from pipeline_mnist_ddim.conversion import CheckpointError, read_checkpoint
 
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -144,9 +145,15 @@ def test_text_encoder_of_the_wrong_width_is_refused(convert_script, capsys, work
     text_encoder.save_pretrained(encoder_folder)
     tokenizer.save_pretrained(encoder_folder)
     code = convert_script.main(
-        ["--checkpoint", str(lesson_checkpoint), "--output_dir", str(workdir / "outputs" / "out"),
-         "--text_encoder", str(encoder_folder)]
-    )  # fmt: skip
+        [
+            "--checkpoint",
+            str(lesson_checkpoint),
+            "--output_dir",
+            str(workdir / "outputs" / "out"),
+            "--text_encoder",
+            str(encoder_folder),
+        ]
+    )
     assert_refused_leaving_nothing(code, capsys.readouterr().err, workdir / "outputs", "64", "32")
 
 

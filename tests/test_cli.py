@@ -16,6 +16,7 @@ from conftest import REPO_ROOT
 from pipeline_mnist_ddim.cli import parse_settings
 from pipeline_mnist_ddim.settings import SampleSettings
 
+
 # wrapper script (relative to the repository) -> command module in pipeline_mnist_ddim.commands
 WRAPPERS = {
     "scripts/sample_ddim.py": "sample",
@@ -43,8 +44,9 @@ print(json.dumps({{"code": code, "heavy": sorted(m for m in {heavy!r} if m in sy
 def run_help(script: str):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     probe = HELP_PROBE.format(script=str(REPO_ROOT / script), heavy=HEAVY)
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=REPO_ROOT,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120
+    )
     *help_lines, verdict = done.stdout.rstrip("\n").split("\n")
     return "\n".join(help_lines), json.loads(verdict)
 
@@ -87,8 +89,12 @@ def test_commands_that_run_a_model_share_device_and_dtype_flags(command):
     if command == "benchmark":  # times float32 and the device's reduced precision both
         flags = {"--device": "cpu"}
     parsed = parse_args([item for pair in flags.items() for item in pair])
-    values = {name: getattr(p, name) for p in (parsed if isinstance(parsed, tuple) else (parsed,)) for name in ("device", "dtype")
-              if hasattr(p, name)}  # fmt: skip
+    values = {
+        name: getattr(p, name)
+        for p in (parsed if isinstance(parsed, tuple) else (parsed,))
+        for name in ("device", "dtype")
+        if hasattr(p, name)
+    }
     assert values == {flag[2:]: value for flag, value in flags.items() if flag in ("--device", "--dtype")}
 
 
@@ -99,11 +105,14 @@ def test_sampler_and_converter_name_the_checkpoint_alike():
     assert convert.parse_args(["--checkpoint", "c.pt", "--output_dir", "o"]).checkpoint == "c.pt"
 
 
-@pytest.mark.parametrize("command, old, new, check", [
-    ("sample", ["--model_checkpoint", "c.pt"], "--checkpoint", lambda s: s.checkpoint == "c.pt"),
-    ("train", ["--no-sdpa"], "--no_sdpa", lambda c: c.sdpa is False),
-    ("evaluate", ["--resume"], "--reuse_cache", lambda p: p[1].reuse_cache and p[0].cache_dir.endswith("cells")),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "command, old, new, check",
+    [
+        ("sample", ["--model_checkpoint", "c.pt"], "--checkpoint", lambda s: s.checkpoint == "c.pt"),
+        ("train", ["--no-sdpa"], "--no_sdpa", lambda c: c.sdpa is False),
+        ("evaluate", ["--resume"], "--reuse_cache", lambda p: p[1].reuse_cache and p[0].cache_dir.endswith("cells")),
+    ],
+)
 def test_old_spellings_still_work_with_a_deprecation_warning(command, old, new, check, caplog):
     parse_args = importlib.import_module(f"pipeline_mnist_ddim.commands.{command}").parse_args
     with caplog.at_level(logging.WARNING):
@@ -180,11 +189,14 @@ def sample_with_tiny_pipeline(tiny_pipeline, monkeypatch, tmp_path):
             return super().__call__(*args, **kwargs)
 
     tiny_pipeline.__class__ = Recording  # this test's instance only
-    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.load_pipeline", lambda settings, dtype_name=None: tiny_pipeline)
+    monkeypatch.setattr(
+        "pipeline_mnist_ddim.sample_grids.load_pipeline", lambda settings, dtype_name=None: tiny_pipeline
+    )
 
     def run(*argv):
-        return sample.main(["--output_dir", str(tmp_path / "out"), "--num_samples", "2", "--num_inference_steps", "2",
-                            *argv])  # fmt: skip
+        return sample.main(
+            ["--output_dir", str(tmp_path / "out"), "--num_samples", "2", "--num_inference_steps", "2", *argv]
+        )
 
     return run, labels
 
@@ -195,7 +207,9 @@ def test_progress_bars_say_which_grid_they_sample(sample_with_tiny_pipeline):
     assert labels == ["unconditional", "conditional"]
 
 
-def test_redirected_run_records_its_real_folder_and_says_so_before_sampling(sample_with_tiny_pipeline, tmp_path, caplog):
+def test_redirected_run_records_its_real_folder_and_says_so_before_sampling(
+    sample_with_tiny_pipeline, tmp_path, caplog
+):
     run, _ = sample_with_tiny_pipeline
     assert run() == 0
     with caplog.at_level(logging.INFO):

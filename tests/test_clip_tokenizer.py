@@ -24,13 +24,15 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from pipeline_mnist_ddim.commands import convert as convert_command
 from pipeline_mnist_ddim.compaction import LESSON_PROMPTS
 
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DATA = Path(__file__).resolve().parent / "data"
 START, END = "<|startoftext|>", "<|endoftext|>"
 CONTEXT_LENGTH = 77
 CLIP_WORDS = regex.compile(
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""", regex.IGNORECASE
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+    regex.IGNORECASE,
 )
 
 
@@ -140,10 +142,17 @@ def test_other_text_gets_other_ids(clip_tokenizer, simple_tokenizer):
 def clip_width_encoder_folder(clip_tokenizer, tmp_path_factory):
     """A random one-layer CLIPTextModel of CLIP-L's width (768) and vocabulary, saved with the real tokenizer."""
     config = CLIPTextConfig(
-        vocab_size=len(clip_tokenizer), hidden_size=768, intermediate_size=256, num_hidden_layers=1,
-        num_attention_heads=12, max_position_embeddings=CONTEXT_LENGTH, projection_dim=768,
-        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-    )  # fmt: skip
+        vocab_size=len(clip_tokenizer),
+        hidden_size=768,
+        intermediate_size=256,
+        num_hidden_layers=1,
+        num_attention_heads=12,
+        max_position_embeddings=CONTEXT_LENGTH,
+        projection_dim=768,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = CLIPTextModel(config).eval()

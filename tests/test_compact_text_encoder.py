@@ -22,6 +22,7 @@ from pipeline_mnist_ddim.commands import convert as convert_command
 from pipeline_mnist_ddim.compaction import LESSON_PROMPTS, compact_text_encoder
 from pipeline_mnist_ddim.text_encoder import build_text_encoder
 
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SEED, STEPS = 31, 2
@@ -29,7 +30,9 @@ SIZE_LIMIT = 5_000_000  # bytes: text_encoder/ + tokenizer/ of a compact folder 
 HIDE_AND_LOAD = LOAD_AND_SAMPLE.split("folder, images_path")[0]  # the import hook and imports only
 
 # Runs in the subprocess: load FOLDER without this package, sample the 20 prompts from fixed latents.
-SAMPLE_PROMPTS = HIDE_AND_LOAD + r"""
+SAMPLE_PROMPTS = (
+    HIDE_AND_LOAD
+    + r"""
 folder, images_path, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
 pipe.set_progress_bar_config(disable=True)
@@ -44,17 +47,29 @@ except ValueError as err:
     report["refusal"] = str(err)
 print(json.dumps(report))
 """
+)
 
 
 def sample_in_fresh_process(folder: Path, work: Path, prompts=LESSON_PROMPTS):
     images_path = work / f"images-{folder.name}.npy"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(work / f"hf_modules-{folder.name}"),
-               OMP_NUM_THREADS="1")  # fmt: skip
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(work / f"hf_modules-{folder.name}"), OMP_NUM_THREADS="1"
+    )
     result = subprocess.run(
-        [sys.executable, "-c", SAMPLE_PROMPTS, str(folder), str(images_path),
-         json.dumps(dict(prompts=list(prompts), steps=STEPS, seed=SEED))],
-        cwd=work, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            SAMPLE_PROMPTS,
+            str(folder),
+            str(images_path),
+            json.dumps(dict(prompts=list(prompts), steps=STEPS, seed=SEED)),
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return np.load(images_path), json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -69,8 +84,14 @@ def folders(lesson_checkpoint, text_encoder_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("compact")
     script = convert_command
     full = run_converter(script, lesson_checkpoint, out / "full", "--text_encoder", str(text_encoder_folder))
-    compact = run_converter(script, lesson_checkpoint, out / "compact", "--text_encoder", str(text_encoder_folder),
-                            "--compact_text_encoder")  # fmt: skip
+    compact = run_converter(
+        script,
+        lesson_checkpoint,
+        out / "compact",
+        "--text_encoder",
+        str(text_encoder_folder),
+        "--compact_text_encoder",
+    )
     return full, compact, out
 
 
@@ -127,8 +148,14 @@ def test_compact_text_encoder_and_tokenizer_at_clip_width_take_under_5_mb(tmp_pa
     (tmp_path / "clip_width").mkdir()
     text_encoder.save_pretrained(tmp_path / "clip_width")
     tokenizer.save_pretrained(tmp_path / "clip_width")
-    folder = run_converter(convert_command, checkpoint, tmp_path / "out", "--text_encoder",
-                           str(tmp_path / "clip_width"), "--compact_text_encoder")  # fmt: skip
+    folder = run_converter(
+        convert_command,
+        checkpoint,
+        tmp_path / "out",
+        "--text_encoder",
+        str(tmp_path / "clip_width"),
+        "--compact_text_encoder",
+    )
     size = folder_size(folder / "text_encoder") + folder_size(folder / "tokenizer")
     assert 20 * 77 * 768 * 4 < size <= SIZE_LIMIT, size
 
@@ -153,15 +180,23 @@ def test_case_and_surrounding_spaces_are_ignored_as_clip_ignores_them(tiny_text_
 @pytest.mark.parametrize("prompt", ["eleven", "seven seven", "7.", "", "zero one"])
 def test_the_compact_encoder_itself_refuses_anything_but_the_20_prompts(tiny_text_encoder, prompt):
     compact, tokenizer = compact_text_encoder(*tiny_text_encoder)
-    ids = tokenizer([prompt], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids  # fmt: skip
+    ids = tokenizer(
+        [prompt], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     with pytest.raises(ValueError, match="knows only the prompts"):
         compact(ids)
 
 
 def test_compact_needs_a_text_encoder(lesson_checkpoint, tmp_path, capsys):
-    argv = ["--checkpoint", str(lesson_checkpoint), "--output_dir", str(tmp_path / "out"), "--text_encoder", "none",
-            "--compact_text_encoder"]  # fmt: skip
+    argv = [
+        "--checkpoint",
+        str(lesson_checkpoint),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--text_encoder",
+        "none",
+        "--compact_text_encoder",
+    ]
     assert convert_command.main(argv) == 2
     assert "error: --compact_text_encoder needs a text encoder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -171,8 +206,9 @@ def test_sample_script_accepts_compact_text_encoder(lesson_checkpoint, text_enco
     from pipeline_mnist_ddim.commands import sample
     from pipeline_mnist_ddim.sample_grids import load_pipeline
 
-    settings = sample.parse_args(["--checkpoint", str(lesson_checkpoint), "--text_encoder",
-                                  str(text_encoder_folder), "--compact_text_encoder"])  # fmt: skip
+    settings = sample.parse_args(
+        ["--checkpoint", str(lesson_checkpoint), "--text_encoder", str(text_encoder_folder), "--compact_text_encoder"]
+    )
     pipe = load_pipeline(settings)
     assert type(pipe.text_encoder).__name__ == "CompactTextEncoder"
     assert pipe.text_encoder.config.hidden_size == TINY_CONTEXT

@@ -11,8 +11,9 @@ from pipeline_mnist_ddim.conversion import (
     strip_prefixes,
     unet_from_lesson_state_dict,
 )
-from pipeline_mnist_ddim.unet_mnist import MNistUNet2DConditionModel
 from pipeline_mnist_ddim.reference import LessonDiffusion, LessonUNet, SinusoidalEmbedding, SpatialTransformer
+from pipeline_mnist_ddim.unet_mnist import MNistUNet2DConditionModel
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,6 +8,7 @@ import torch
 
 from pipeline_mnist_ddim.data import DatasetError, load_mnist
 
+
 IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 2051, 2049
 
 

@@ -12,6 +12,7 @@ import torch
 import pipeline_mnist_ddim
 from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
 
+
 PACKAGE_DIR = os.path.dirname(pipeline_mnist_ddim.__file__)
 REPO_DIR = os.path.dirname(PACKAGE_DIR)
 
@@ -25,10 +26,16 @@ def one_thread():
 
 
 def test_code_files_are_the_package_modules_verbatim():
-    assert filecmp.cmp(os.path.join(PACKAGE_DIR, "pipeline_mnist_ddim.py"),
-                       os.path.join(DEFAULT_PIPELINE_DIR, "pipeline_mnist_ddim.py"), shallow=False)  # fmt: skip
-    assert filecmp.cmp(os.path.join(PACKAGE_DIR, "unet_mnist.py"),
-                       os.path.join(DEFAULT_PIPELINE_DIR, "unet", "unet_mnist.py"), shallow=False)  # fmt: skip
+    assert filecmp.cmp(
+        os.path.join(PACKAGE_DIR, "pipeline_mnist_ddim.py"),
+        os.path.join(DEFAULT_PIPELINE_DIR, "pipeline_mnist_ddim.py"),
+        shallow=False,
+    )
+    assert filecmp.cmp(
+        os.path.join(PACKAGE_DIR, "unet_mnist.py"),
+        os.path.join(DEFAULT_PIPELINE_DIR, "unet", "unet_mnist.py"),
+        shallow=False,
+    )
 
 
 def test_weights_are_safetensors_and_the_folder_is_under_20_mb():
@@ -42,10 +49,17 @@ def test_weights_are_safetensors_and_the_folder_is_under_20_mb():
 
 
 def test_main_job_writes_the_lesson_outputs_and_never_overwrites(tmp_path):
-    command = [sys.executable, os.path.join(REPO_DIR, "scripts", "sample_ddim.py"), "--output_dir", str(tmp_path),
-               "--num_samples", "4", "--num_inference_steps", "2"]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "HF_MODULES_CACHE": str(tmp_path / "modules")}  # fmt: skip
+    command = [
+        sys.executable,
+        os.path.join(REPO_DIR, "scripts", "sample_ddim.py"),
+        "--output_dir",
+        str(tmp_path),
+        "--num_samples",
+        "4",
+        "--num_inference_steps",
+        "2",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     for _ in range(2):
         subprocess.run(command, check=True, env=env, capture_output=True, timeout=300)
     for folder in (tmp_path, tmp_path / "run-2"):
@@ -56,14 +70,25 @@ def test_main_job_writes_the_lesson_outputs_and_never_overwrites(tmp_path):
     prompts = (tmp_path / "conditional_sample_prompts.txt").read_text().split()
     assert len(prompts) == 4
     # the same seed gives the same images in both runs
-    assert (tmp_path / "conditional_samples.png").read_bytes() == (tmp_path / "run-2" / "conditional_samples.png").read_bytes()
+    assert (tmp_path / "conditional_samples.png").read_bytes() == (
+        tmp_path / "run-2" / "conditional_samples.png"
+    ).read_bytes()
 
 
 def test_main_job_rejects_bad_arguments_clearly(tmp_path):
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO_DIR, "scripts", "sample_ddim.py"), "--pipeline", str(tmp_path / "nowhere"),
-         "--output_dir", str(tmp_path / "out")],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            os.path.join(REPO_DIR, "scripts", "sample_ddim.py"),
+            "--pipeline",
+            str(tmp_path / "nowhere"),
+            "--output_dir",
+            str(tmp_path / "out"),
+        ],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert "error:" in result.stderr

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO_ROOT
+
 from pipeline_mnist_ddim.commands import demo as demo_command
 from pipeline_mnist_ddim.demo import (
     SCHEDULERS,
@@ -19,16 +19,19 @@ from pipeline_mnist_ddim.demo import (
     digit_from_image,
     parse_prompts,
 )
-from pipeline_mnist_ddim.interpolation import seeded_latent
 from pipeline_mnist_ddim.folder_io import load_pipeline_folder, save_pipeline_folder
+from pipeline_mnist_ddim.interpolation import seeded_latent
 from pipeline_mnist_ddim.text_encoder import VOCABULARY
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 STEPS = 3
 
 
-def request(demo, prompt="7 3", per_prompt=2, steps=STEPS, eta=0.0, guidance=1.0, negative="", seed=42, scheduler="DDIM"):
+def request(
+    demo, prompt="7 3", per_prompt=2, steps=STEPS, eta=0.0, guidance=1.0, negative="", seed=42, scheduler="DDIM"
+):
     return demo.sample_request(prompt, per_prompt, steps, eta, guidance, negative, seed, scheduler)
 
 
@@ -62,7 +65,9 @@ def saved_tiny_pipeline(tiny_unet, tiny_text_encoder, tmp_path_factory):
     from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
 
     text_encoder, tokenizer = tiny_text_encoder
-    pipe = MNistDDIMPipeline(unet=tiny_unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer)
+    pipe = MNistDDIMPipeline(
+        unet=tiny_unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer
+    )
     folder = save_pipeline_folder(pipe, str(tmp_path_factory.mktemp("demo") / "tiny-pipeline"))
     return folder, load_pipeline_folder(folder)
 
@@ -173,8 +178,13 @@ def test_progress_reports_every_step_of_the_schedule(demo):
 
 def test_gallery_images_are_the_pipelines_images(demo, tiny_pipeline):
     images = demo.sample(request(demo, eta=0.5))
-    direct = tiny_pipeline(prompt=["7", "3"], num_images_per_prompt=2, num_inference_steps=STEPS, eta=0.5,
-                           generator=torch.Generator().manual_seed(42)).images  # fmt: skip
+    direct = tiny_pipeline(
+        prompt=["7", "3"],
+        num_images_per_prompt=2,
+        num_inference_steps=STEPS,
+        eta=0.5,
+        generator=torch.Generator().manual_seed(42),
+    ).images
     assert np.array_equal(as_arrays(images), as_arrays(direct))
 
 
@@ -294,8 +304,12 @@ def test_inversion_gives_pipe_invert_latents_and_their_ddim_reconstruction(demo,
 def test_inversion_page_shows_input_then_latent_and_reconstruction_per_s(demo):
     gallery, table = GradioHandlers(demo).invert(drawn_digit(), "", [2, 3])
     assert [caption.split(", MSE")[0] for _, caption in gallery] == [
-        "input (32x32, as MNIST)", "S=2: latent x_T", "S=2: reconstruction", "S=3: latent x_T", "S=3: reconstruction",
-    ]  # fmt: skip
+        "input (32x32, as MNIST)",
+        "S=2: latent x_T",
+        "S=2: reconstruction",
+        "S=3: latent x_T",
+        "S=3: reconstruction",
+    ]
     assert table.count("\n| ") == 2
 
 

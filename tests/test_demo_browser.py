@@ -16,12 +16,19 @@ from pipeline_mnist_ddim.folder_io import load_pipeline_folder
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
 
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOT = os.environ.get("DEMO_SCREENSHOT")
 TIMEOUT_MS = 240_000 if SCREENSHOT else 60_000  # the embedded default at 50 steps on a 2-core CPU takes a while
 
@@ -45,7 +52,9 @@ def app_url(tiny_unet, tiny_text_encoder):
         pipe = load_pipeline_folder()
     else:
         text_encoder, tokenizer = tiny_text_encoder
-        pipe = MNistDDIMPipeline(unet=tiny_unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer)
+        pipe = MNistDDIMPipeline(
+            unet=tiny_unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer
+        )
     blocks = build_demo(pipe)
     _, url, _ = launch(blocks, port=free_port(), block=False)
     yield url
@@ -59,9 +68,12 @@ def browser_page(app_url, tmp_path_factory):
 
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=chromium_executable(), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900},
-        )  # fmt: skip
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=chromium_executable(),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
         external = []
 
         def local_only(route):
@@ -135,7 +147,9 @@ def test_drawn_digit_is_inverted_and_reconstructed(browser_page):
     captions = page.locator("#invert-gallery .caption-label")
     expect(captions).to_have_count(3, timeout=TIMEOUT_MS)
     texts = captions.all_inner_texts()
-    assert texts[:2] == ["input (32x32, as MNIST)", "S=10: latent x_T"] and texts[2].startswith("S=10: reconstruction, MSE 0.")
+    assert texts[:2] == ["input (32x32, as MNIST)", "S=10: latent x_T"] and texts[2].startswith(
+        "S=10: reconstruction, MSE 0."
+    )
     page.get_by_role("tab", name="Sample").click()
 
 

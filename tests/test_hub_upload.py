@@ -21,6 +21,7 @@ from hub_server import HubServer
 import pipeline_mnist_ddim.pipeline_mnist_ddim as pipeline_module
 import pipeline_mnist_ddim.unet_mnist as unet_module
 
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROMPTS, SEED, STEPS = ["seven", "3"], 21, 3
@@ -46,7 +47,9 @@ pipe.push_to_hub(pushed_repo)
 """
 
 # Runs where the package is hidden: downloads each repository into an empty cache and samples.
-DOWNLOAD_AND_SAMPLE = HIDE_PACKAGE + r"""
+DOWNLOAD_AND_SAMPLE = (
+    HIDE_PACKAGE
+    + r"""
 import json, sys
 
 import numpy as np
@@ -63,12 +66,20 @@ for name, repo_id in repos.items():
     np.save(f"{out}/{name}.npy", images)
     print(name, type(pipe).__module__.split(".")[0], type(pipe.unet).__module__.split(".")[0])
 """
+)
 
 
 def hub_env(server: HubServer, home: Path, importable: bool) -> dict:
-    env = dict(os.environ, HF_ENDPOINT=server.endpoint, HF_HUB_OFFLINE="0", HF_TOKEN="stand-in-token",
-               HF_HOME=str(home), HF_MODULES_CACHE=str(home / "modules"), HF_HUB_DISABLE_TELEMETRY="1",
-               OMP_NUM_THREADS="1")  # fmt: skip
+    env = dict(
+        os.environ,
+        HF_ENDPOINT=server.endpoint,
+        HF_HUB_OFFLINE="0",
+        HF_TOKEN="stand-in-token",
+        HF_HOME=str(home),
+        HF_MODULES_CACHE=str(home / "modules"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        OMP_NUM_THREADS="1",
+    )
     if importable:  # this checkout's package, whatever is installed
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
     return env
@@ -91,11 +102,35 @@ def uploads(hub, tiny_pipeline_folder, lesson_checkpoint, text_encoder_folder, t
     """Uploads the tiny pipeline the three ways; returns the stand-in Hub."""
     work = tmp_path_factory.mktemp("upload")
     env = hub_env(hub, work / "home", importable=True)
-    run([sys.executable, "-c", UPLOAD, str(tiny_pipeline_folder), str(work), REPOS["save_pretrained"],
-         REPOS["push_to_hub"]], env, work)  # fmt: skip
-    run([sys.executable, str(REPO_ROOT / "convert_checkpoint.py"), "--checkpoint", str(lesson_checkpoint),
-         "--output_dir", str(work / "converted"), "--text_encoder", str(text_encoder_folder),
-         "--push_to_hub", REPOS["convert_checkpoint"]], env, work)  # fmt: skip
+    run(
+        [
+            sys.executable,
+            "-c",
+            UPLOAD,
+            str(tiny_pipeline_folder),
+            str(work),
+            REPOS["save_pretrained"],
+            REPOS["push_to_hub"],
+        ],
+        env,
+        work,
+    )
+    run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "convert_checkpoint.py"),
+            "--checkpoint",
+            str(lesson_checkpoint),
+            "--output_dir",
+            str(work / "converted"),
+            "--text_encoder",
+            str(text_encoder_folder),
+            "--push_to_hub",
+            REPOS["convert_checkpoint"],
+        ],
+        env,
+        work,
+    )
     return hub
 
 
@@ -115,8 +150,11 @@ def downloaded(uploads, tmp_path_factory):
     """{how it was uploaded: (images, [pipeline module root, unet module root])} from a fresh process."""
     work = tmp_path_factory.mktemp("download")
     settings = json.dumps(dict(prompts=PROMPTS, steps=STEPS, seed=SEED))
-    stdout = run([sys.executable, "-c", DOWNLOAD_AND_SAMPLE, json.dumps(REPOS), str(work), settings],
-                 hub_env(uploads, work / "home", importable=False), work)  # fmt: skip
+    stdout = run(
+        [sys.executable, "-c", DOWNLOAD_AND_SAMPLE, json.dumps(REPOS), str(work), settings],
+        hub_env(uploads, work / "home", importable=False),
+        work,
+    )
     modules = {line.split()[0]: line.split()[1:] for line in stdout.splitlines() if line.split()[:1][0] in REPOS}
     return {name: (np.load(work / f"{name}.npy"), modules[name]) for name in REPOS}
 

@@ -14,6 +14,7 @@ from pipeline_mnist_ddim.interpolation import (
     slerp_path,
 )
 
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -76,8 +77,14 @@ def test_consistency_decodes_at_every_step_count_and_reports_the_share_of_stable
 
 
 def test_interpolation_run_writes_its_figures(tiny_pipeline, classifier, tmp_path):
-    settings = InterpolationSettings(num_frames=3, num_inference_steps=2, num_pairs=1, prompt_pairs=["1,7"],
-                                     consistency_samples=2, consistency_steps=[1, 2])  # fmt: skip
+    settings = InterpolationSettings(
+        num_frames=3,
+        num_inference_steps=2,
+        num_pairs=1,
+        prompt_pairs=["1,7"],
+        consistency_samples=2,
+        consistency_steps=[1, 2],
+    )
     results = run_interpolation(tiny_pipeline, settings, str(tmp_path), classifier=classifier)
     for name in ("slerp_latents.png", "slerp_prompts.png", "consistency.png", "interpolation.json"):
         assert (tmp_path / name).is_file()

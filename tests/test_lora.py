@@ -16,6 +16,7 @@ from peft.utils import get_peft_model_state_dict
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
 
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -23,7 +24,9 @@ TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 def make_pipeline(unet, tiny_text_encoder):
     text_encoder, tokenizer = tiny_text_encoder
-    pipe = MNistDDIMPipeline(unet=unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer)
+    pipe = MNistDDIMPipeline(
+        unet=unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -59,8 +62,9 @@ def base_images(tiny_unet, tiny_text_encoder):
     return sample(make_pipeline(tiny_unet, tiny_text_encoder))
 
 
-def test_load_lora_weights_samples_what_the_adapted_unet_samples(pipe, lora_folder, adapted_unet, tiny_text_encoder,
-                                                                  base_images):  # fmt: skip
+def test_load_lora_weights_samples_what_the_adapted_unet_samples(
+    pipe, lora_folder, adapted_unet, tiny_text_encoder, base_images
+):
     pipe.load_lora_weights(lora_folder, adapter_name="digits")
     images = sample(pipe)
     assert torch.equal(images, sample(make_pipeline(adapted_unet, tiny_text_encoder)))

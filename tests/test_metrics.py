@@ -17,6 +17,7 @@ from pipeline_mnist_ddim.metrics import (
     nearest_neighbour_distance,
 )
 
+
 pytest.importorskip("mlxtend")
 
 

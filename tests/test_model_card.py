@@ -9,6 +9,7 @@ from conftest import REPO_ROOT
 from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
 from pipeline_mnist_ddim.folder_io import model_card
 
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

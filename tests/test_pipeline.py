@@ -11,10 +11,11 @@ from conftest import seeded_latents
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from diffusers.utils import logging as diffusers_logging
 
-from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 from pipeline_mnist_ddim.lesson import TEXT_LABELS, lesson_betas
+from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
 from pipeline_mnist_ddim.unet_mnist import MNistUNet2DConditionModel
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -151,10 +152,17 @@ INVALID_ARGUMENTS = {
     "infinite latents": (dict(latents=torch.full((1, 1, 32, 32), float("inf"))), "latents"),
     "nan prompt_embeds": (dict(prompt_embeds=torch.full((1, 77, 32), float("nan"))), "prompt_embeds"),
     "nan negative_prompt_embeds": (
-        dict(prompt_embeds=torch.zeros(1, 77, 32), negative_prompt_embeds=torch.full((1, 77, 32), float("nan")),
-             guidance_scale=2.0), "negative_prompt_embeds"),  # fmt: skip
+        dict(
+            prompt_embeds=torch.zeros(1, 77, 32),
+            negative_prompt_embeds=torch.full((1, 77, 32), float("nan")),
+            guidance_scale=2.0,
+        ),
+        "negative_prompt_embeds",
+    ),
     "negative_prompt_embeds of another shape": (
-        dict(prompt_embeds=torch.zeros(1, 77, 32), negative_prompt_embeds=torch.zeros(2, 77, 32)), "negative_prompt_embeds"),
+        dict(prompt_embeds=torch.zeros(1, 77, 32), negative_prompt_embeds=torch.zeros(2, 77, 32)),
+        "negative_prompt_embeds",
+    ),
     "negative prompt without prompt": (dict(negative_prompt="1"), "negative_prompt"),
     "two negative prompts for one prompt": (dict(prompt="7", negative_prompt=["1", "2"]), "negative prompts"),
     "zero images per prompt": (dict(num_images_per_prompt=0), "num_images_per_prompt"),
@@ -232,8 +240,12 @@ def test_step_end_callback_receives_the_requested_tensors_every_step(tiny_pipeli
         seen.append((step, int(timestep), sorted(tensors), tensors["latents"].shape))
         return tensors
 
-    sample(tiny_pipeline, prompt="seven", callback_on_step_end=callback,
-           callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"])  # fmt: skip
+    sample(
+        tiny_pipeline,
+        prompt="seven",
+        callback_on_step_end=callback,
+        callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"],
+    )
     assert seen == [(i, t, ["latents", "prompt_embeds"], (1, 1, 32, 32)) for i, t in enumerate([666, 333, 0])]
 
 

@@ -22,13 +22,16 @@ from safetensors import safe_open
 import pipeline_mnist_ddim.pipeline_mnist_ddim as pipeline_module
 import pipeline_mnist_ddim.unet_mnist as unet_module
 
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROMPTS = ["seven", "3"]
 SEED, STEPS = 21, 5
 
 # Runs in the subprocess: load FOLDER without this package, sample, save the images; optionally re-save.
-LOAD_AND_SAMPLE = HIDE_PACKAGE + r"""
+LOAD_AND_SAMPLE = (
+    HIDE_PACKAGE
+    + r"""
 
 import json
 import numpy as np
@@ -46,18 +49,31 @@ if resave_folder:
     pipe.save_pretrained(resave_folder)
 print(type(pipe).__module__, type(pipe.unet).__module__)
 """
+)
 
 
 def load_in_fresh_process(folder: Path, work: Path, resave_folder: Path = None):
     """(images, module names of the loaded pipeline and unet classes) from a subprocess."""
     images_path = work / f"images-{folder.name}.npy"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(work / "hf_modules"),
-               OMP_NUM_THREADS="1")  # as in this process (see conftest.one_thread)
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(work / "hf_modules"), OMP_NUM_THREADS="1"
+    )  # as in this process (see conftest.one_thread)
     result = subprocess.run(
-        [sys.executable, "-c", LOAD_AND_SAMPLE, str(folder), str(images_path), str(resave_folder or ""),
-         json.dumps(dict(prompts=PROMPTS, steps=STEPS, seed=SEED))],
-        cwd=work, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            LOAD_AND_SAMPLE,
+            str(folder),
+            str(images_path),
+            str(resave_folder or ""),
+            json.dumps(dict(prompts=PROMPTS, steps=STEPS, seed=SEED)),
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return np.load(images_path), result.stdout.split()
 
@@ -151,9 +167,14 @@ def test_converted_weights_are_float32_by_default(folder):
 
 def test_dtype_float16_saves_float16_weights(convert_script, lesson_checkpoint, text_encoder_folder, tmp_path):
     out = run_converter(
-        convert_script, lesson_checkpoint, tmp_path / "fp16", "--text_encoder", str(text_encoder_folder),
-        "--dtype", "float16",
-    )  # fmt: skip
+        convert_script,
+        lesson_checkpoint,
+        tmp_path / "fp16",
+        "--text_encoder",
+        str(text_encoder_folder),
+        "--dtype",
+        "float16",
+    )
     for weights_file in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
         with safe_open(out / weights_file, "pt") as weights:
             assert {weights.get_tensor(key).dtype for key in weights.keys()} == {torch.float16}, weights_file

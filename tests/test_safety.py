@@ -20,13 +20,19 @@ import pytest
 import torch
 from conftest import REPO_ROOT, lesson_state_dict
 
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TORCH_UNSAFE_ADVICE = ("weights_only=False", "weights_only` set to `False`", "will likely succeed")
 
 
-COMMANDS = {"sample_ddim": "sample", "benchmark": "benchmark", "evaluate": "evaluate", "interpolate": "interpolate",
-            "train_lesson5e": "train"}  # scripts/<name>.py wraps pipeline_mnist_ddim.commands.<command>
+COMMANDS = {
+    "sample_ddim": "sample",
+    "benchmark": "benchmark",
+    "evaluate": "evaluate",
+    "interpolate": "interpolate",
+    "train_lesson5e": "train",
+}  # scripts/<name>.py wraps pipeline_mnist_ddim.commands.<command>
 
 
 def load_script(name: str):
@@ -126,7 +132,10 @@ OUTPUT_CASES = {
     "'..' with --overwrite": (lambda w: ("..", ["--overwrite"]), ["current folder"]),
     "a symbolic link": (_setup_symlink, ["symbolic link"]),
     "a non-empty folder without --overwrite": (lambda w: (w / "outputs", []), ["not empty", "--overwrite"]),
-    "--overwrite onto a folder we did not write": (_setup_not_ours, ["not a pipeline folder written by this converter"]),
+    "--overwrite onto a folder we did not write": (
+        _setup_not_ours,
+        ["not a pipeline folder written by this converter"],
+    ),
     "--overwrite onto another pipeline's folder": (_setup_foreign_model_index, ["not a pipeline folder"]),
     "a path through a file": (lambda w: (w / "outputs" / "keep.txt" / "out", []), ["keep.txt", "is a file"]),
     "an existing file": (lambda w: (w / "outputs" / "keep.txt", ["--overwrite"]), ["is not a folder"]),
@@ -152,7 +161,9 @@ def test_overwrite_refuses_a_pipeline_folder_holding_the_input_checkpoint(workdi
     assert tree(workdir) == before
 
 
-def test_overwrite_refuses_a_pipeline_folder_holding_the_text_encoder(workdir, converter, our_folder, text_encoder_folder):
+def test_overwrite_refuses_a_pipeline_folder_holding_the_text_encoder(
+    workdir, converter, our_folder, text_encoder_folder
+):
     inside = our_folder / "my_encoder"
     shutil.copytree(text_encoder_folder, inside)
     before = tree(workdir)
@@ -161,11 +172,15 @@ def test_overwrite_refuses_a_pipeline_folder_holding_the_text_encoder(workdir, c
     assert tree(workdir) == before
 
 
-def test_overwrite_refuses_a_pipeline_folder_holding_the_working_directory(workdir, converter, our_folder, monkeypatch):
+def test_overwrite_refuses_a_pipeline_folder_holding_the_working_directory(
+    workdir, converter, our_folder, monkeypatch
+):
     (our_folder / "notes").mkdir()
     monkeypatch.chdir(our_folder / "notes")
     before = tree(workdir)
-    assert_refused(*converter(*convert_args(workdir / "inputs" / "ckpt.pt", our_folder, "--overwrite")), "current folder")
+    assert_refused(
+        *converter(*convert_args(workdir / "inputs" / "ckpt.pt", our_folder, "--overwrite")), "current folder"
+    )
     assert tree(workdir) == before
 
 
@@ -193,7 +208,9 @@ def test_full_disk_keeps_the_replaced_folder_and_leaves_no_staging(workdir, conv
     assert tree(workdir) == before
 
 
-def test_ctrl_c_during_the_save_keeps_the_replaced_folder_and_leaves_no_staging(workdir, converter, our_folder, monkeypatch):
+def test_ctrl_c_during_the_save_keeps_the_replaced_folder_and_leaves_no_staging(
+    workdir, converter, our_folder, monkeypatch
+):
     def interrupted(self, save_directory, **kwargs):
         Path(save_directory, "half-written.safetensors").write_bytes(b"\0" * 100)
         raise KeyboardInterrupt
@@ -233,7 +250,9 @@ def _converter_process(checkpoint, output_dir, prelude=""):
                                           "--text_encoder", "none"]))
     """)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 @pytest.mark.slow  # two fresh processes
@@ -309,10 +328,14 @@ def _with(key, value):
 CONV_IN = "_unet.initial_convolution.weight"
 CHECKPOINT_CASES = {
     # id: (state dict edit or replacement, texts the message must hold)
-    "a NaN weight": (_with(CONV_IN, lambda t: t.index_put((torch.tensor([0]),), torch.tensor(float("nan")))),
-                     ["NaN or infinite", "initial_convolution.weight"]),  # fmt: skip
-    "an infinite weight": (_with("_unet.ups.2.5.proj_out.bias", lambda t: t + float("inf")),
-                           ["NaN or infinite", "ups.2.5.proj_out.bias"]),  # fmt: skip
+    "a NaN weight": (
+        _with(CONV_IN, lambda t: t.index_put((torch.tensor([0]),), torch.tensor(float("nan")))),
+        ["NaN or infinite", "initial_convolution.weight"],
+    ),
+    "an infinite weight": (
+        _with("_unet.ups.2.5.proj_out.bias", lambda t: t + float("inf")),
+        ["NaN or infinite", "ups.2.5.proj_out.bias"],
+    ),
     "integer weights": (_with(CONV_IN, lambda t: t.to(torch.int64)), ["non-floating-point", "torch.int64"]),
     "boolean weights": (_with(CONV_IN, lambda t: t > 0), ["non-floating-point", "torch.bool"]),
     "a sparse tensor": (_with(CONV_IN, lambda t: t.to_sparse()), ["sparse or meta", "initial_convolution.weight"]),
@@ -325,7 +348,10 @@ CHECKPOINT_CASES = {
     "an absurd transformer width": (lambda sd: _required_keys_only(inner=1024), ["transformer_inner_dim 1024"]),
     "a base width not a multiple of 32": (lambda sd: _required_keys_only(base=48), ["48", "multiple of 32"]),
     "in_channels != out_channels": (lambda sd: _required_keys_only(out_channels=3), ["predicts 3 channels from 1"]),
-    "two image channels": (lambda sd: _required_keys_only(in_channels=2, out_channels=2), ["2 image channels", "1 or 3"]),
+    "two image channels": (
+        lambda sd: _required_keys_only(in_channels=2, out_channels=2),
+        ["2 image channels", "1 or 3"],
+    ),
     "a required key of the wrong rank": (
         lambda sd: {**_required_keys_only(), "initial_convolution.weight": torch.zeros(32, 9)},
         ["initial_convolution.weight has 2 dimensions, expected 4"],
@@ -378,7 +404,9 @@ def test_meta_tensor_is_refused(workdir, converter, tiny_reference):
     state_dict[CONV_IN] = torch.empty(32, 1, 3, 3, device="meta")
     _save_bare(state_dict, workdir / "inputs" / "meta.pt")
     before = tree(workdir)
-    assert_refused(*converter(*convert_args(workdir / "inputs" / "meta.pt", workdir / "outputs" / "out")), "sparse or meta")
+    assert_refused(
+        *converter(*convert_args(workdir / "inputs" / "meta.pt", workdir / "outputs" / "out")), "sparse or meta"
+    )
     assert tree(workdir) == before
 
 
@@ -393,11 +421,24 @@ FILE_CASES = {
     # id: (file name, content (bytes or an object to torch.save; None: a directory), options, message texts)
     "an empty .pt": ("empty.pt", b"", [], ["empty (0 bytes)"]),
     "a directory": ("a-folder.pt", None, [], ["is a directory"]),
-    "a {'state_dict': ...} file": ("wrapped.pt", {"state_dict": {"w": torch.zeros(2)}}, [],
-                                   ["'model_state_dict'", "'state_dict'", "top-level keys"]),  # fmt: skip
-    "a pickled non-tensor global": ("dated.pt", {"model_state_dict": {}, "when": __import__("datetime").date(2024, 1, 1)},
-                                    [], ["refusing to load it"]),  # fmt: skip
-    "random bytes": ("noise.pt", __import__("random").Random(0).randbytes(4096), [], ["could not be read as a checkpoint"]),
+    "a {'state_dict': ...} file": (
+        "wrapped.pt",
+        {"state_dict": {"w": torch.zeros(2)}},
+        [],
+        ["'model_state_dict'", "'state_dict'", "top-level keys"],
+    ),
+    "a pickled non-tensor global": (
+        "dated.pt",
+        {"model_state_dict": {}, "when": __import__("datetime").date(2024, 1, 1)},
+        [],
+        ["refusing to load it"],
+    ),
+    "random bytes": (
+        "noise.pt",
+        __import__("random").Random(0).randbytes(4096),
+        [],
+        ["could not be read as a checkpoint"],
+    ),
     "an unsupported pickle opcode": ("opcode.pt", b"\x80\x02\x82\x01.", [], ["could not be read as a checkpoint"]),
     "--ema on a .safetensors": ("weights.safetensors", "safetensors", ["--ema"], ["--ema", ".safetensors"]),
 }
@@ -435,8 +476,14 @@ def test_safetensors_with_a_nan_weight_is_refused(workdir, converter, tiny_refer
 
 def test_metadata_that_is_not_a_step_and_a_loss_stays_out_of_the_model_card(workdir, converter, tiny_reference):
     """A multi-element `loss` and a `step` holding text are left out (the card says "unknown"), not pasted raw."""
-    torch.save({"step": "<script>alert(1)</script>", "model_state_dict": lesson_state_dict(tiny_reference),
-                "loss": torch.tensor([0.1, 0.2, 0.3])}, workdir / "inputs" / "odd-meta.pt")  # fmt: skip
+    torch.save(
+        {
+            "step": "<script>alert(1)</script>",
+            "model_state_dict": lesson_state_dict(tiny_reference),
+            "loss": torch.tensor([0.1, 0.2, 0.3]),
+        },
+        workdir / "inputs" / "odd-meta.pt",
+    )
     output = workdir / "outputs" / "out"
     assert converter(*convert_args(workdir / "inputs" / "odd-meta.pt", output))[0] == 0
     card = (output / "README.md").read_text()
@@ -455,7 +502,9 @@ def test_model_card_keeps_an_integer_step_and_a_scalar_loss(workdir, converter):
 def _bert_folder(folder: Path, text_encoder_folder: Path):
     from transformers import BertConfig, BertModel
 
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=1, intermediate_size=64)).save_pretrained(folder)
+    BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=1, intermediate_size=64)
+    ).save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(text_encoder_folder / name, folder / name)
 
@@ -532,7 +581,11 @@ def _online_without_token(monkeypatch, tmp_path=None):
 
 HUB_CASES = {
     "offline": ("someone/mnist-ddim", _offline, ["offline", "HF_HUB_OFFLINE"]),
-    "no token": ("someone/mnist-ddim", _online_without_token, ["not logged in", "hf auth login", "huggingface-cli login", "HF_TOKEN"]),
+    "no token": (
+        "someone/mnist-ddim",
+        _online_without_token,
+        ["not logged in", "hf auth login", "huggingface-cli login", "HF_TOKEN"],
+    ),
     "a malformed repo id": ("a/b/c", _offline, ["not a Hub repo id"]),
 }
 
@@ -543,15 +596,15 @@ def test_upload_that_cannot_work_is_refused_before_converting(case, workdir, con
     environment(monkeypatch)
     monkeypatch.setattr("pipeline_mnist_ddim.checkpoint_to_pipeline.build_pipeline", pytest.fail)
     before = tree(workdir)
-    code, stderr = converter(*convert_args(workdir / "inputs" / "ckpt.pt", workdir / "outputs" / "out"),
-                             "--push_to_hub", repo_id)  # fmt: skip
+    code, stderr = converter(
+        *convert_args(workdir / "inputs" / "ckpt.pt", workdir / "outputs" / "out"), "--push_to_hub", repo_id
+    )
     assert_refused(code, stderr, *expected)
     assert tree(workdir) == before
 
 
 def test_failed_upload_says_where_the_saved_folder_is(workdir, converter, monkeypatch):
     import huggingface_hub
-
 
     def refuse(*args, **kwargs):
         raise RuntimeError("401 Unauthorized")
@@ -560,7 +613,9 @@ def test_failed_upload_says_where_the_saved_folder_is(workdir, converter, monkey
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
     output = workdir / "outputs" / "out"
-    code, stderr = converter(*convert_args(workdir / "inputs" / "ckpt.pt", output), "--push_to_hub", "someone/mnist-ddim")
+    code, stderr = converter(
+        *convert_args(workdir / "inputs" / "ckpt.pt", output), "--push_to_hub", "someone/mnist-ddim"
+    )
     assert_refused(code, stderr, "uploading to someone/mnist-ddim failed", "401 Unauthorized", str(output))
     assert (output / "model_index.json").is_file()
 
@@ -602,11 +657,17 @@ SAMPLER_CASES = {
     "no steps": (["--num_inference_steps", "0"], ["--num_inference_steps"], False),
     "negative steps": (["--num_inference_steps", "-3"], ["--num_inference_steps"], False),
     "no samples": (["--num_samples", "0"], ["--num_samples"], False),
-    "--text_encoder without --checkpoint": (["--text_encoder", "openai/clip-vit-large-patch14"],
-                                                  ["--text_encoder applies to --checkpoint only"], False),  # fmt: skip
+    "--text_encoder without --checkpoint": (
+        ["--text_encoder", "openai/clip-vit-large-patch14"],
+        ["--text_encoder applies to --checkpoint only"],
+        False,
+    ),
     "--ema without --checkpoint": (["--ema"], ["--ema applies to --checkpoint only"], False),
-    "--compact_text_encoder without --checkpoint": (["--compact_text_encoder"],
-                                                          ["--compact_text_encoder applies to --checkpoint only"], False),  # fmt: skip
+    "--compact_text_encoder without --checkpoint": (
+        ["--compact_text_encoder"],
+        ["--compact_text_encoder applies to --checkpoint only"],
+        False,
+    ),
     "both --pipeline and --checkpoint": (["--pipeline", "p", "--checkpoint", "c.pt"], ["either"], False),
     "a bogus device": (["--device", "bogus"], ["--device 'bogus' is not a device"], False),
     "the meta device": (["--device", "meta"], ["cpu, cuda or mps"], False),
@@ -637,8 +698,12 @@ def test_sampler_refuses_cuda_where_there_is_none(sampler, workdir, monkeypatch)
     assert loaded == [] and tree(workdir) == before
 
 
-def test_sampler_refuses_prompts_for_a_pipeline_without_text_encoder(sampler, workdir, monkeypatch, unconditional_pipeline):
-    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.load_pipeline", lambda settings, dtype_name=None: unconditional_pipeline)
+def test_sampler_refuses_prompts_for_a_pipeline_without_text_encoder(
+    sampler, workdir, monkeypatch, unconditional_pipeline
+):
+    monkeypatch.setattr(
+        "pipeline_mnist_ddim.sample_grids.load_pipeline", lambda settings, dtype_name=None: unconditional_pipeline
+    )
     before = tree(workdir)
     assert_refused(*sampler("--prompts", "7")[:2], "no text encoder")
     assert tree(workdir) == before
@@ -649,7 +714,12 @@ def test_sampler_with_valid_settings_writes_its_four_files(sampler, workdir):
     code, stderr, loaded = sampler("--prompts", "7 seven", "--eta", "1", "--guidance_scale", "2")
     assert code == 0, stderr
     written = sorted(p.name for p in (workdir / "outputs" / "samples").iterdir())
-    assert written == ["conditional_sample_prompts.txt", "conditional_samples.png", "settings.json", "unconditional_samples.png"]
+    assert written == [
+        "conditional_sample_prompts.txt",
+        "conditional_samples.png",
+        "settings.json",
+        "unconditional_samples.png",
+    ]
 
 
 def test_sampler_on_a_full_disk_keeps_the_earlier_run(sampler, workdir, monkeypatch):
@@ -696,8 +766,18 @@ def test_sampler_refuses_a_tampered_scheduler_config(case, saved_unconditional_f
     config_path = folder / "scheduler" / "scheduler_config.json"
     config_path.write_text(edit if isinstance(edit, str) else json.dumps(edit(json.loads(config_path.read_text()))))
     before = tree(workdir)
-    code = load_script("sample_ddim").main(["--pipeline", str(folder), "--output_dir", str(workdir / "outputs" / "samples"),
-                                            "--num_samples", "2", "--num_inference_steps", "2"])  # fmt: skip
+    code = load_script("sample_ddim").main(
+        [
+            "--pipeline",
+            str(folder),
+            "--output_dir",
+            str(workdir / "outputs" / "samples"),
+            "--num_samples",
+            "2",
+            "--num_inference_steps",
+            "2",
+        ]
+    )
     assert_refused(code, capsys.readouterr().err, *expected)
     assert tree(workdir) == before
 
@@ -709,11 +789,14 @@ def test_benchmark_refuses_a_bogus_device(capsys):
     assert_refused(load_script("benchmark").main(["--device", "bogus"]), capsys.readouterr().err, "not a device")
 
 
-@pytest.mark.parametrize("script, argv", [
-    ("evaluate", ["--quick"]),
-    ("interpolate", []),
-    ("train_lesson5e", ["--num_training_steps", "1"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "script, argv",
+    [
+        ("evaluate", ["--quick"]),
+        ("interpolate", []),
+        ("train_lesson5e", ["--num_training_steps", "1"]),
+    ],
+)
 def test_long_running_scripts_refuse_an_impossible_output_folder_before_working(script, argv, workdir, capsys):
     before = tree(workdir)
     code = load_script(script).main([*argv, "--output_dir", str(workdir / "inputs" / "notes.txt" / "out")])

@@ -16,10 +16,11 @@ import pytest
 import torch
 from conftest import TINY_CONTEXT, convert, perturbed_reference, seeded_latents
 
-from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 from pipeline_mnist_ddim.lesson import lesson_betas
+from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 from pipeline_mnist_ddim.reference import ddim_invert, ddim_sample, ddpm_sample
 from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler, lesson_ddpm_scheduler
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -129,9 +130,13 @@ def test_stochastic_ddim_matches_lesson6_with_the_same_noise(tiny_pipeline, deno
     generator = torch.Generator().manual_seed(13)  # the pipeline draws x_T first, then z once per step
     x_t = torch.randn(SHAPE, generator=generator)
     expected = ddim_sample(
-        reference, x_t, torch.zeros(2, TINY_CONTEXT), num_inference_steps=20, eta=0.8,
+        reference,
+        x_t,
+        torch.zeros(2, TINY_CONTEXT),
+        num_inference_steps=20,
+        eta=0.8,
         noises=noise_stream(generator, SHAPE),
-    )  # fmt: skip
+    )
     assert_images_match(images, expected)
     deterministic = ddim_sample(reference, x_t, torch.zeros(2, TINY_CONTEXT), num_inference_steps=20)
     assert (images - deterministic.clamp(0, 1)).abs().max() > 0.01  # the noise really was injected
@@ -150,7 +155,9 @@ def test_ddpm_with_1000_steps_matches_lesson5_with_the_same_noise(denoisers):
 
 
 @pytest.mark.parametrize("num_inference_steps", [10, 50])
-def test_inversion_matches_the_reference_ddim_encoder(tiny_pipeline, denoisers, tiny_text_encoder, num_inference_steps):
+def test_inversion_matches_the_reference_ddim_encoder(
+    tiny_pipeline, denoisers, tiny_text_encoder, num_inference_steps
+):
     reference, _ = denoisers
     images = seeded_latents(2, seed=16).mul(0.25).add(0.5).clamp(0, 1)  # image-like values in [0, 1]
     latents = tiny_pipeline.invert(images, prompt=PROMPTS, num_inference_steps=num_inference_steps)

@@ -25,6 +25,7 @@ from diffusers import (
 
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 STEPS = 10
@@ -94,8 +95,12 @@ def test_swapped_scheduler_draws_the_prompted_digits_on_the_default(default_pipe
 
     scheduler_class, options = SWAPS[name]
     default_pipeline.scheduler = scheduler_class.from_config(default_pipeline.scheduler.config, **options)
-    images = default_pipeline(prompt=DIGITS, num_inference_steps=DEFAULT_STEPS, output_type="pt",
-                              generator=[torch.Generator().manual_seed(100 + d) for d in range(10)]).images
+    images = default_pipeline(
+        prompt=DIGITS,
+        num_inference_steps=DEFAULT_STEPS,
+        output_type="pt",
+        generator=[torch.Generator().manual_seed(100 + d) for d in range(10)],
+    ).images
     labels = predict_labels(classifier, images).tolist()
     right = sum(label == digit for digit, label in enumerate(labels))
     assert right >= 9, f"{name}: read as {labels}"

@@ -6,13 +6,14 @@ import json
 
 import pytest
 import torch
-
 from conftest import seeded_latents
+
 from pipeline_mnist_ddim import benchmarking, sample_grids
 from pipeline_mnist_ddim.commands import benchmark as benchmark_command
 from pipeline_mnist_ddim.devices import resolve_dtype
 from pipeline_mnist_ddim.folder_io import save_pipeline_folder
 from pipeline_mnist_ddim.settings import SampleSettings
+
 
 CPU = torch.device("cpu")
 
@@ -53,8 +54,16 @@ def test_main_job_records_the_dtype_it_used(tmp_path, tiny_pipeline, cpu_capabil
     folder = save_pipeline_folder(tiny_pipeline, str(tmp_path / "pipe"))
     for features, expected in (({"amx_bf16": True}, "bfloat16"), ({}, "float32")):
         cpu_capabilities(**features)
-        out = sample_grids.run(SampleSettings(pipeline=folder, output_dir=str(tmp_path / expected), num_samples=2,
-                                          num_inference_steps=2, device="cpu", dtype="auto"))  # fmt: skip
+        out = sample_grids.run(
+            SampleSettings(
+                pipeline=folder,
+                output_dir=str(tmp_path / expected),
+                num_samples=2,
+                num_inference_steps=2,
+                device="cpu",
+                dtype="auto",
+            )
+        )
         with open(f"{out}/settings.json") as f:
             record = json.load(f)
         assert record["dtype"] == "auto" and record["dtype_used"] == expected
@@ -69,8 +78,10 @@ def test_main_job_default_is_float32_until_bf16_quality_is_measured():
 def test_bfloat16_weights_sample_close_to_float32(tiny_pipeline, one_thread):
     """bf16 weights, float32 latents (what --dtype auto picks on AMX CPUs): 5 steps on the tiny model."""
     prompts = ["0", "seven", "3", "nine"]
-    sample = lambda latents: tiny_pipeline(prompt=prompts, latents=latents, num_inference_steps=5,  # noqa: E731
-                                           output_type="pt").images  # fmt: skip
+
+    def sample(latents):
+        return tiny_pipeline(prompt=prompts, latents=latents, num_inference_steps=5, output_type="pt").images
+
     float32, other_seed = sample(seeded_latents(4)), sample(seeded_latents(4, seed=1))
     tiny_pipeline.unet = copy.deepcopy(tiny_pipeline.unet).to(torch.bfloat16)
     tiny_pipeline.text_encoder = copy.deepcopy(tiny_pipeline.text_encoder).to(torch.bfloat16)
@@ -113,9 +124,18 @@ def test_compiled_training_step_matches_eager_and_keeps_the_lesson_keys(tmp_path
     weights = {}
     counters.clear()
     for compiled in (False, True):
-        config = TrainConfig(output_dir=str(tmp_path / f"compiled-{compiled}"), dataset=str(dataset), base_channels=32,
-                             num_training_steps=2, batch_size=4, dropout=0.0, save_every=2, sample_every=0,
-                             compile=compiled, compile_backend="aot_eager")  # fmt: skip
+        config = TrainConfig(
+            output_dir=str(tmp_path / f"compiled-{compiled}"),
+            dataset=str(dataset),
+            base_channels=32,
+            num_training_steps=2,
+            batch_size=4,
+            dropout=0.0,
+            save_every=2,
+            sample_every=0,
+            compile=compiled,
+            compile_backend="aot_eager",
+        )
         weights[compiled] = torch.load(train(config), weights_only=True)["model_state_dict"]
     assert counters["stats"]["unique_graphs"] >= 1  # dynamo did capture the network
     assert list(weights[True]) == list(weights[False])  # no "_orig_mod." in the checkpoint

@@ -25,9 +25,16 @@ def tiny_dataset(tmp_path):
 
 def tiny_config(tmp_path, dataset, **overrides):
     config = dict(
-        output_dir=str(tmp_path / "run"), dataset=dataset, base_channels=32, num_training_steps=2, batch_size=4,
-        save_every=1, sample_every=0, ema_decay=0.99, keep_last=2,
-    )  # fmt: skip
+        output_dir=str(tmp_path / "run"),
+        dataset=dataset,
+        base_channels=32,
+        num_training_steps=2,
+        batch_size=4,
+        save_every=1,
+        sample_every=0,
+        ema_decay=0.99,
+        keep_last=2,
+    )
     return TrainConfig(**{**config, **overrides})
 
 
@@ -62,8 +69,9 @@ def test_checkpoint_converts_from_its_weights_or_their_ema(trained, use_ema):
 def test_ema_first_copies_the_weights_then_warms_up_to_its_decay(trained):
     """EMA update n (0-based) keeps d_n = min(decay, (1 + n) / (10 + n)) of the average, d_0 = 0."""
     folder, _ = trained
-    first, second = (torch.load(folder / "run" / f"gaussian_diffusion_ddpm-{step}.pt", weights_only=True)
-                     for step in (1, 2))  # fmt: skip
+    first, second = (
+        torch.load(folder / "run" / f"gaussian_diffusion_ddpm-{step}.pt", weights_only=True) for step in (1, 2)
+    )
     decay = min(0.99, (1 + 1) / (10 + 1))  # tiny_config's ema_decay, still warming up at update 1
     for key, weights in second["model_state_dict"].items():
         assert torch.equal(first["ema_state_dict"][key], first["model_state_dict"][key])

@@ -19,6 +19,7 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO_ROOT
 from diffusers import DiffusionPipeline
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, CLIPTextModel
@@ -26,7 +27,6 @@ from transformers import AutoTokenizer, CLIPTextModel
 from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
 from pipeline_mnist_ddim.folder_io import save_pipeline_folder
 
-from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,7 +51,9 @@ def sha256(path) -> str:
 
 
 def encode(tokenizer, text_encoder):
-    ids = tokenizer(PROMPTS, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    ids = tokenizer(
+        PROMPTS, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         return ids, text_encoder(ids).last_hidden_state
 
@@ -78,15 +80,19 @@ def test_text_encoder_weights_carry_the_key_names_transformers_4_expects(saved_f
 
 
 def test_tokenizer_is_recorded_by_a_class_both_transformers_versions_have(saved_folder):
-    assert read_json(os.path.join(saved_folder, "model_index.json"))["tokenizer"] == ["transformers", "PreTrainedTokenizerFast"]
+    assert read_json(os.path.join(saved_folder, "model_index.json"))["tokenizer"] == [
+        "transformers",
+        "PreTrainedTokenizerFast",
+    ]
     config = read_json(os.path.join(saved_folder, "tokenizer", "tokenizer_config.json"))
     assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
     assert os.path.isfile(os.path.join(saved_folder, "tokenizer", "tokenizer.json"))
 
 
 def test_text_encoder_loads_every_weight_and_encodes_as_before(saved_folder, tiny_text_encoder):
-    text_encoder, info = CLIPTextModel.from_pretrained(os.path.join(saved_folder, "text_encoder"),
-                                                       output_loading_info=True, dtype=torch.float16)  # fmt: skip
+    text_encoder, info = CLIPTextModel.from_pretrained(
+        os.path.join(saved_folder, "text_encoder"), output_loading_info=True, dtype=torch.float16
+    )
     assert not any(len(info[kind]) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(saved_folder, "tokenizer"))
     ids, hidden = encode(tokenizer, text_encoder.float())
@@ -120,9 +126,14 @@ def test_embedded_default_loads_in_one_dtype_with_every_text_encoder_weight():
     """Holds once the default is written by this code (``scripts/build_default_pipeline.sh --refresh``)."""
     index = read_json(os.path.join(DEFAULT_PIPELINE_DIR, "model_index.json"))
     assert index["tokenizer"] == ["transformers", "PreTrainedTokenizerFast"]
-    _, info = CLIPTextModel.from_pretrained(os.path.join(DEFAULT_PIPELINE_DIR, "text_encoder"), output_loading_info=True)
+    _, info = CLIPTextModel.from_pretrained(
+        os.path.join(DEFAULT_PIPELINE_DIR, "text_encoder"), output_loading_info=True
+    )
     assert not any(len(info[kind]) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
-    assert all(key.startswith("text_model.") for key in load_file(os.path.join(DEFAULT_PIPELINE_DIR, "text_encoder", "model.safetensors")))
+    assert all(
+        key.startswith("text_model.")
+        for key in load_file(os.path.join(DEFAULT_PIPELINE_DIR, "text_encoder", "model.safetensors"))
+    )
     pipe = DiffusionPipeline.from_pretrained(DEFAULT_PIPELINE_DIR, trust_remote_code=True)
     assert (pipe.unet.dtype, pipe.text_encoder.dtype) == (torch.float32, torch.float32)
 
@@ -138,9 +149,15 @@ def test_refresh_rewrites_the_default_with_byte_identical_unet_weights(tmp_path)
     assert all(key.startswith("text_model.") for key in after)
     after = refresh.without_prefix(after)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    assert read_json(os.path.join(refreshed, "model_index.json"))["tokenizer"] == ["transformers", "PreTrainedTokenizerFast"]
+    assert read_json(os.path.join(refreshed, "model_index.json"))["tokenizer"] == [
+        "transformers",
+        "PreTrainedTokenizerFast",
+    ]
     for name in ("pipeline_mnist_ddim.py", os.path.join("unet", "unet_mnist.py")):
-        with open(os.path.join(refreshed, name)) as written, open(REPO_ROOT / "pipeline_mnist_ddim" / os.path.basename(name)) as source:
+        with (
+            open(os.path.join(refreshed, name)) as written,
+            open(REPO_ROOT / "pipeline_mnist_ddim" / os.path.basename(name)) as source,
+        ):
             assert written.read() == source.read()
     with open(os.path.join(refreshed, "README.md")) as f:
         card = f.read()
@@ -173,8 +190,13 @@ runpy.run_path(script, run_name="__main__")
 
 def run_without_scipy(script: str, *args):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-c", WITHOUT_SCIPY, str(REPO_ROOT / "scripts" / script), *args],
-                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_SCIPY, str(REPO_ROOT / "scripts" / script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("script", ["evaluate.py", "interpolate.py", "train_classifier.py"])

@@ -14,6 +14,7 @@ import sys
 from ..cli import USER_ERRORS, parse_settings, report, sigterm_unwinds
 from ..settings import ConvertSettings
 
+
 logger = logging.getLogger("convert_checkpoint")
 COMPACT_NOTE = (
     "The text encoder is compact (`--compact_text_encoder`): a table of the named encoder's "
@@ -28,21 +29,27 @@ def parse_args(argv=None) -> ConvertSettings:
 
 
 def convert(args: ConvertSettings) -> str:
-    from ..devices import DTYPES
     from ..checkpoint_to_pipeline import build_pipeline
+    from ..devices import DTYPES
     from ..folder_io import check_hub_upload, check_output_dir, model_card, push_folder_to_hub, save_pipeline_folder
 
     inputs = [args.checkpoint, args.text_encoder]  # never deleted by --overwrite
     check_output_dir(args.output_dir, args.overwrite, keep=inputs)  # fail before the slow part
     if args.push_to_hub:
         check_hub_upload(args.push_to_hub)
-    pipe, meta = build_pipeline(args.checkpoint, args.text_encoder, DTYPES[args.dtype], use_ema=args.ema,
-                                compact_text_encoder=args.compact_text_encoder)  # fmt: skip
+    pipe, meta = build_pipeline(
+        args.checkpoint,
+        args.text_encoder,
+        DTYPES[args.dtype],
+        use_ema=args.ema,
+        compact_text_encoder=args.compact_text_encoder,
+    )
     details = args.model_card_details
     if args.compact_text_encoder:
         details = COMPACT_NOTE + details
-    card = model_card(pipe, args.checkpoint, meta, args.text_encoder, repo=args.push_to_hub or args.output_dir,
-                      details=details)  # fmt: skip
+    card = model_card(
+        pipe, args.checkpoint, meta, args.text_encoder, repo=args.push_to_hub or args.output_dir, details=details
+    )
     folder = save_pipeline_folder(pipe, args.output_dir, card, overwrite=args.overwrite, keep=inputs)
     logger.info("wrote %s", folder)
     if args.push_to_hub:

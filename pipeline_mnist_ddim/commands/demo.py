@@ -35,7 +35,9 @@ def main(argv=None) -> int:
         import_gradio()
         device = pick_device(args.device)
         pipe = load_pipeline_folder(args.pipeline, torch_dtype(args.dtype)).to(device)
-        limits = DemoLimits(max_images=args.max_images, max_image_steps=args.max_image_steps, concurrency=args.concurrency_limit)
+        limits = DemoLimits(
+            max_images=args.max_images, max_image_steps=args.max_image_steps, concurrency=args.concurrency_limit
+        )
         blocks = build_demo(pipe, source=args.pipeline, limits=limits, device=str(device))
     except (ImportError, ValueError, OSError) as err:  # Gradio missing, bad paths and arguments: say what
         print(f"error: {err}", file=sys.stderr)

@@ -27,6 +27,7 @@ from typing import Tuple
 from ..cli import USER_ERRORS, check_writable_location, parse_settings, report
 from ..settings import EvalSettings, EvaluateOptions
 
+
 RENAMED = {"--resume": "--reuse_cache"}  # old spellings, accepted for one release
 
 
@@ -34,8 +35,9 @@ def parse_args(argv=None) -> Tuple[EvalSettings, EvaluateOptions]:
     """--quick (or the defaults), overridden by every flag that was given."""
     argv = list(sys.argv[1:] if argv is None else argv)
     quick = dataclasses.asdict(EvalSettings.quick()) if "--quick" in argv else None
-    settings, options = parse_settings([EvalSettings, EvaluateOptions], argv, description=__doc__, renamed=RENAMED,
-                                       defaults=quick)  # fmt: skip
+    settings, options = parse_settings(
+        [EvalSettings, EvaluateOptions], argv, description=__doc__, renamed=RENAMED, defaults=quick
+    )
     if options.reuse_cache and settings.cache_dir is None:
         settings.cache_dir = os.path.join(options.output_dir, "cells")
     return settings, options
@@ -50,7 +52,9 @@ def load(options: EvaluateOptions):
     state = process_state()
     if state.num_processes > 1:  # accelerate launch gave each process its device
         if options.device != "auto":
-            raise ValueError(f"--device {options.device}: under accelerate launch each process uses its own; leave --device auto")
+            raise ValueError(
+                f"--device {options.device}: under accelerate launch each process uses its own; leave --device auto"
+            )
         device = state.device
     else:
         device = pick_device(options.device)

@@ -28,8 +28,8 @@ def main(argv=None) -> int:
     try:
         check_writable_location(options.output_dir)  # now, not after the sampling
         from ..devices import pick_device, torch_dtype
-        from ..interpolation import run_interpolation
         from ..folder_io import load_pipeline_folder
+        from ..interpolation import run_interpolation
 
         device = pick_device(options.device)
         pipe = load_pipeline_folder(options.pipeline, torch_dtype(options.dtype)).to(device)

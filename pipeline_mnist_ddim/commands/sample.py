@@ -15,6 +15,7 @@ import sys
 from ..cli import USER_ERRORS, parse_settings, report, sigterm_unwinds
 from ..settings import SampleSettings
 
+
 RENAMED = {"--model_checkpoint": "--checkpoint"}  # old spellings, accepted for one release
 
 

@@ -24,8 +24,14 @@ def parse_args(argv=None) -> TrainConfig:
     if config.compile_mode == "none":
         config.compile_mode = None
     if config.compile_mode not in (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
-        raise SystemExit(report(ValueError("--compile_mode must be default, reduce-overhead (CUDA graphs), max-autotune "
-                                           "or max-autotune-no-cudagraphs")))  # fmt: skip
+        raise SystemExit(
+            report(
+                ValueError(
+                    "--compile_mode must be default, reduce-overhead (CUDA graphs), max-autotune "
+                    "or max-autotune-no-cudagraphs"
+                )
+            )
+        )
     if config.compile_mode and not config.compile:
         raise SystemExit(report(ValueError("--compile_mode needs --compile")))
     return config

@@ -15,6 +15,7 @@ import time
 from ..cli import USER_ERRORS, check_writable_location, parse_settings, report
 from ..settings import ClassifierTrainingOptions
 
+
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "digit_classifier.safetensors"
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")

@@ -10,4 +10,5 @@ from .jobs import SECTIONS, EvalSettings, process_state
 from .report import results_markdown, write_outputs
 from .sections import evaluate
 
+
 __all__ = ["SECTIONS", "EvalSettings", "evaluate", "process_state", "results_markdown", "write_outputs"]

