@@ -8,14 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def ruff(*arguments: str) -> subprocess.CompletedProcess:
-    pytest.importorskip("ruff", reason="ruff comes with the test extra: pip install -e '.[test]'")
     return subprocess.run(
         [sys.executable, "-m", "ruff", *arguments, "--no-cache", str(REPO)],
         capture_output=True,
