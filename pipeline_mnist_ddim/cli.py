@@ -65,8 +65,10 @@ def build_parser(dataclass_types: Sequence[type], description: Optional[str] = N
             if not field.init:
                 continue
             kind = hints[field.name]
-            if typing.get_origin(kind) is typing.Union and type(None) in kind.__args__ and len(kind.__args__) == 2:
-                kind = next(arg for arg in kind.__args__ if arg is not type(None))  # Optional[X]: X or its None
+            if typing.get_origin(kind) is typing.Union and len(kind.__args__) == 2 and type(None) in kind.__args__:
+                # Optional[X] parses as X (None stays the default); HfArgumentParser reads Optional[bool] otherwise
+                inner = next(arg for arg in kind.__args__ if arg is not type(None))
+                kind = kind if inner is bool else inner
             origin, args = typing.get_origin(kind), typing.get_args(kind)
             kwargs = dict(field.metadata)
             if field.default is not dataclasses.MISSING:

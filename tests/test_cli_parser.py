@@ -1,0 +1,171 @@
+"""Our command-line parser speaks transformers' ``HfArgumentParser`` language exactly.
+
+``cli.parse_settings`` builds its own argparse parser (importing transformers would cost every ``--help`` about a
+second); the library stays the specification. For every tool's settings dataclasses and a table of command lines
+(defaults, every field with good and bad values, each boolean form, lists, choices, old and hyphenated spellings,
+unknown and abbreviated flags, ``--help``), both give equal dataclasses, or the same exit code and the same output.
+"""
+
+import contextlib
+import dataclasses
+import io
+import typing
+from typing import List, Literal, Optional
+
+import pytest
+from transformers import HfArgumentParser
+
+from pipeline_mnist_ddim import cli
+from pipeline_mnist_ddim.commands import (
+    benchmark,
+    convert,
+    demo,
+    evaluate,
+    interpolate,
+    sample,
+    train,
+    train_classifier,
+)
+from pipeline_mnist_ddim.settings import (
+    BenchmarkOptions,
+    ClassifierTrainingOptions,
+    ConvertSettings,
+    DemoOptions,
+    EvalSettings,
+    EvaluateOptions,
+    InterpolateOptions,
+    InterpolationSettings,
+    SampleSettings,
+    TrainConfig,
+)
+
+
+# tool -> (its module, the dataclasses, renamed flags and preset defaults its parse_args hands to parse_settings)
+TOOLS = {
+    "sample": (sample, [SampleSettings], sample.RENAMED, None),
+    "convert": (convert, [ConvertSettings], None, None),
+    "train": (train, [TrainConfig], None, None),
+    "evaluate": (evaluate, [EvalSettings, EvaluateOptions], evaluate.RENAMED, None),
+    "evaluate --quick": (
+        evaluate,
+        [EvalSettings, EvaluateOptions],
+        evaluate.RENAMED,
+        dataclasses.asdict(EvalSettings.quick()),
+    ),
+    "interpolate": (interpolate, [InterpolationSettings, InterpolateOptions], None, None),
+    "demo": (demo, [DemoOptions], None, None),
+    "benchmark": (benchmark, [BenchmarkOptions], None, None),
+    "train_classifier": (train_classifier, [ClassifierTrainingOptions], None, None),
+}
+REQUIRED = {"convert": ["--checkpoint", "c.pt", "--output_dir", "out"]}  # the tools' required flags, given
+SAMPLE_VALUES = {int: ["3", "-2"], float: ["0.25", "1e-3"], str: ["a b", "7"]}
+BAD_VALUES = {int: ["x", "1.5"], float: ["x"], str: []}
+
+
+def parse_with_transformers(dataclass_types, argv, description=None, renamed=None, defaults=None):
+    """What ``parse_settings`` did with ``HfArgumentParser``, its ``--field-name`` aliases dropped."""
+    parser = HfArgumentParser(list(dataclass_types), description=description, formatter_class=cli.HelpFormatter)
+    for action in parser._actions:
+        for option_string in [o for o in action.option_strings if o.startswith("--") and "-" in o[2:]]:
+            action.option_strings.remove(option_string)
+            del parser._option_string_actions[option_string]
+    if defaults:
+        parser.set_defaults(**defaults)
+    args = cli.renamed_flags(list(argv), renamed or {}, parser)
+    *parsed, remaining = parser.parse_args_into_dataclasses(
+        args=args, return_remaining_strings=True, look_for_args_file=False
+    )
+    if remaining:
+        parser.error(f"unrecognized arguments: {' '.join(remaining)}")
+    return tuple(parsed)
+
+
+def outcome(parse, *args, **kwargs):
+    """The parsed dataclasses, or the exit code; with what was printed."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            result = parse(*args, **kwargs)
+        except SystemExit as exit:
+            result = f"exit {exit.code}"
+    return result, stdout.getvalue(), stderr.getvalue()
+
+
+def field_command_lines(dataclass_types):
+    """For every field: each value form it accepts and some it refuses."""
+    for dataclass_type in dataclass_types:
+        for field in dataclasses.fields(dataclass_type):
+            flag, kind = f"--{field.name}", typing.get_type_hints(dataclass_type)[field.name]
+            if typing.get_origin(kind) is typing.Union:  # Optional[X]
+                kind = typing.get_args(kind)[0]
+            origin, args = typing.get_origin(kind), typing.get_args(kind)
+            if kind is bool:
+                yield [flag]
+                for value in ("yes", "True", "T", "y", "1", "NO", "false", "f", "n", "0", "maybe"):
+                    yield [flag, value]
+                yield [flag + "=false"]
+                yield [flag, "--help"]  # the optional value is not taken from the next flag
+                if field.default is True:
+                    yield ["--no_" + field.name]
+                    yield ["--no-" + field.name.replace("_", "-")]
+                    yield ["--no_" + field.name, "false"]  # store_false takes no value
+            elif origin is Literal:
+                yield from ([flag, choice] for choice in args)
+                yield [flag, "bogus"]
+            elif origin is list:
+                values = list(field.metadata.get("choices", SAMPLE_VALUES[args[0]]))
+                yield [flag, *values[:2]]
+                yield [flag, values[-1]]
+                yield [flag, values[0], flag, values[-1]]  # the last one wins
+                yield [flag]  # needs at least one value
+                yield from ([flag, "1", bad] for bad in BAD_VALUES[args[0]])
+                if "choices" in field.metadata:
+                    yield [flag, values[0], "bogus"]
+            else:
+                yield from ([flag, value] for value in SAMPLE_VALUES[kind])
+                yield from ([flag, bad] for bad in BAD_VALUES[kind])
+                yield [flag + "=" + SAMPLE_VALUES[kind][0]]
+                yield [flag]  # a missing value
+            if "_" in field.name:  # the hyphenated spelling, accepted with a deprecation warning
+                yield [f"--{field.name.replace('_', '-')}", *([] if kind is bool else ["1"])]
+
+
+def command_lines(tool, dataclass_types):
+    required = REQUIRED.get(tool, [])
+    yield []
+    yield ["--help"]
+    yield ["--not_a_flag", "1"]
+    yield ["positional"]
+    yield ["--dev", "cpu"]  # an abbreviation (argparse's allow_abbrev)
+    yield ["--output", "o"]  # an ambiguous or unknown abbreviation
+    for argv in field_command_lines(dataclass_types):
+        yield required + argv
+    if required:
+        yield required[:2]  # one required flag missing
+    yield required + ["--model_checkpoint", "c.pt", "--resume", "--no-sdpa"]  # renamed spellings, where renamed
+
+
+@pytest.mark.parametrize("tool", sorted(TOOLS))
+def test_every_command_line_parses_as_hf_argument_parser_parses_it(tool):
+    module, dataclass_types, renamed, defaults = TOOLS[tool]
+    parses = refusals = 0
+    for argv in command_lines(tool, dataclass_types):
+        ours = outcome(cli.parse_settings, dataclass_types, argv, module.__doc__, renamed, defaults)
+        theirs = outcome(parse_with_transformers, dataclass_types, argv, module.__doc__, renamed, defaults)
+        assert ours == theirs, f"{tool} {argv}"
+        refused = isinstance(theirs[0], str)
+        parses, refusals = parses + (not refused), refusals + refused
+    assert parses >= 15 and refusals >= 15  # the table holds both (37 to 182 command lines per tool)
+
+
+def test_help_lists_every_flag_with_its_default():
+    help_text = cli.build_parser([TrainConfig]).format_help()
+    assert "--sdpa [SDPA]" in help_text and "--no_sdpa" in help_text and "(default: True)" in help_text
+    assert "--mixed_precision {no,bf16}" in help_text and "(default: no)" in help_text
+
+
+@pytest.mark.parametrize("kind", [dict, Optional[bool], typing.Union[int, str], List[List[int]]])
+def test_a_field_type_without_a_command_line_form_is_refused_by_name(kind):
+    unsupported = dataclasses.make_dataclass("Unsupported", [("odd_field", kind, dataclasses.field(default=None))])
+    with pytest.raises(TypeError, match="Unsupported.odd_field"):
+        cli.build_parser([unsupported])
