@@ -149,8 +149,18 @@ def describe(err: BaseException) -> str:
         return f"no space left on the device{where}: free some space or write elsewhere (nothing was replaced)"
     if isinstance(err, OSError) and err.strerror and err.filename:
         return f"{err.strerror}: {err.filename}"
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return " ".join(lines) or type(err).__name__
+    return " ".join(_message_lines(err)) or type(err).__name__
+
+
+def headline(err: BaseException) -> str:
+    """The error's first line without its closing period, to quote another library's error inside a sentence of
+    ours (its further lines are that library's advice, which our sentence replaces)."""
+    lines = _message_lines(err)
+    return lines[0].rstrip(".") if lines else type(err).__name__
+
+
+def _message_lines(err: BaseException) -> list:
+    return [line.strip() for line in str(err).splitlines() if line.strip()]
 
 
 def report(err: BaseException) -> int:

@@ -18,6 +18,7 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
+from .cli import headline
 from .files import is_hub_id
 from .lesson import TEXT_LABELS
 
@@ -98,9 +99,9 @@ def load_text_encoder(source: Optional[str]) -> Tuple[Optional[object], Optional
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:  # missing, offline, corrupt
         if os.path.isdir(source):
-            raise TextEncoderError(f"could not load the text encoder in {source}: {_first_line(err)}") from err
+            raise TextEncoderError(f"could not load the text encoder in {source}: {headline(err)}") from err
         raise TextEncoderError(
-            f"could not load the text encoder {source!r}: {_first_line(err)}. "
+            f"could not load the text encoder {source!r}: {headline(err)}. "
             f"Offline? Download it once where the Hub is reachable (`hf download {LESSON_TEXT_ENCODER}`), "
             "pass a local folder holding a CLIP text model and its tokenizer, or pass `none` for an "
             "unconditional-only pipeline."
@@ -137,8 +138,3 @@ def check_text_encoder_source(source: str) -> None:
         raise TextEncoderError(
             f"no text encoder folder at {source} (pass a folder, a Hub id such as {LESSON_TEXT_ENCODER}, or none)"
         )
-
-
-def _first_line(err: Exception) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0].rstrip(".") if lines else type(err).__name__

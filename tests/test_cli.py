@@ -13,7 +13,7 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
-from pipeline_mnist_ddim.cli import parse_settings
+from pipeline_mnist_ddim.cli import describe, headline, parse_settings
 from pipeline_mnist_ddim.settings import SampleSettings
 
 
@@ -158,6 +158,21 @@ def test_unknown_flag_exits_with_code_2(capsys):
     with pytest.raises(SystemExit) as exit:
         parse_settings([SampleSettings], ["--num_grids", "3"])
     assert exit.value.code == 2 and "unrecognized arguments: --num_grids 3" in capsys.readouterr().err
+
+
+LIBRARY_ERROR = OSError("Can't load tokenizer for 'x'.\n\n  Make sure that:\n  - 'x' is a correct model identifier\n")
+
+
+def test_an_error_is_reported_on_one_line_with_all_its_text():
+    assert (
+        describe(LIBRARY_ERROR) == "Can't load tokenizer for 'x'. Make sure that: - 'x' is a correct model identifier"
+    )
+    assert describe(ValueError("")) == "ValueError"
+
+
+def test_a_quoted_library_error_keeps_its_first_line_without_the_period():
+    assert headline(LIBRARY_ERROR) == "Can't load tokenizer for 'x'"
+    assert headline(KeyError()) == "KeyError"
 
 
 def test_quick_evaluation_presets_are_overridden_by_given_flags():
