@@ -54,7 +54,7 @@ def parse_settings(
 def build_parser(dataclass_types: Sequence[type], description: Optional[str] = None) -> argparse.ArgumentParser:
     """One ``--field_name`` flag per field, as ``HfArgumentParser`` makes it (without its ``--field-name`` aliases).
 
-    ``Optional[X]`` parses as X with None as its default; ``Literal`` gives choices; ``List[X]`` takes one or more
+    ``Optional[X]`` parses as X (its default may be None); ``Literal`` gives choices; ``List[X]`` takes one or more
     values; a bool takes an optional value (``--flag``, ``--flag false``) and, when True by default, has a
     ``--no_flag`` complement. Field metadata (``help``, ``choices``, ``metavar``, ``required``) goes to argparse as is.
     """
@@ -66,7 +66,7 @@ def build_parser(dataclass_types: Sequence[type], description: Optional[str] = N
                 continue
             kind = hints[field.name]
             if typing.get_origin(kind) is typing.Union and len(kind.__args__) == 2 and type(None) in kind.__args__:
-                # Optional[X] parses as X (None stays the default); HfArgumentParser reads Optional[bool] otherwise
+                # Optional[X] parses as X; Optional[bool], which HfArgumentParser reads otherwise, is refused below
                 inner = next(arg for arg in kind.__args__ if arg is not type(None))
                 kind = kind if inner is bool else inner
             origin, args = typing.get_origin(kind), typing.get_args(kind)
