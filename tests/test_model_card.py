@@ -36,6 +36,15 @@ def test_one_license_in_setup_cfg_and_every_card(unconditional_pipeline):
         assert front_matter(f.read())["license"] == "mit"
 
 
+def test_license_file_holds_the_mit_text_and_ships_with_the_package():
+    config = configparser.ConfigParser()
+    config.read(REPO_ROOT / "setup.cfg")
+    assert config["metadata"]["license_files"].strip() == "LICENSE"
+    text = (REPO_ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License\n\nCopyright (c) 2026 the mnist-ddim-diffusers contributors\n")
+    assert "Permission is hereby granted, free of charge" in text and 'THE SOFTWARE IS PROVIDED "AS IS"' in text
+
+
 def test_the_template_engine_of_the_card_is_a_declared_dependency(unconditional_pipeline):
     # huggingface_hub renders `ModelCard.from_template` with jinja2 but does not require it
     config = configparser.ConfigParser()
