@@ -17,7 +17,7 @@ mapfile -t requirements < <(python tests/lowest_versions_check.py requirements)
 [ -x "$venv/bin/python" ] || python -m venv "$venv"
 "$venv/bin/python" -m pip install -q torch==2.13.0
 "$venv/bin/python" -m pip install -q "${requirements[@]}"
-echo "lowest versions: $("$venv/bin/python" -m pip freeze | grep -iE '^(diffusers|transformers|tokenizers|huggingface.hub|accelerate|safetensors|pillow|torch)==' | tr '\n' ' ')"
+echo "lowest versions: $("$venv/bin/python" -m pip freeze | grep -iE '^(diffusers|transformers|tokenizers|huggingface.hub|accelerate|safetensors|pillow|torch|jinja2)==' | tr '\n' ' ')"
 
 python tests/lowest_versions_check.py write "$work" "$@"
 "$venv/bin/python" tests/lowest_versions_check.py check "$work"

@@ -38,6 +38,19 @@ STEPS = {"tiny": 5, "clip": 5, "default": 20}  # the default reads as the prompt
 TEXT_TOLERANCE = 1e-5
 IMAGE_TOLERANCE = 2e-3
 FOLDERS = ("tiny", "clip", "default")
+# Every field of the converter's model card template (huggingface_hub renders it with jinja2)
+CARD_FIELDS = {
+    "title": "MNIST DDIM (Lesson 5e -> diffusers), base width 32",
+    "checkpoint": "gaussian_diffusion_ddpm-100.pt",
+    "step": 100,
+    "loss": ", loss 0.0421",
+    "base_channels": 32,
+    "in_channels": 1,
+    "cross_attention_dim": 32,
+    "text_encoder": "none",
+    "details": "A paragraph.\n\nAnother one.",
+    "load": 'pipe = DiffusionPipeline.from_pretrained("user/mnist-ddim", trust_remote_code=True)',
+}
 
 
 def requirements() -> list:
@@ -98,11 +111,23 @@ def compare(folder: str, measured: dict, reference: dict) -> str:
     return f"{folder}: same ids, text encoder max abs diff {text_diff:.1e}, images {image_diff:.1e}"
 
 
+def render_card(template: str) -> str:
+    from huggingface_hub import ModelCard, ModelCardData
+
+    card_data = ModelCardData(library_name="diffusers", license="mit", tags=["diffusers", "mnist"])
+    return str(ModelCard.from_template(card_data, template_str=template, **CARD_FIELDS))
+
+
 def versions() -> str:
     import diffusers
+    import huggingface_hub
+    import jinja2
     import transformers
 
-    return f"diffusers {diffusers.__version__}, transformers {transformers.__version__}, torch {torch.__version__}"
+    return (
+        f"diffusers {diffusers.__version__}, transformers {transformers.__version__}, torch {torch.__version__}, "
+        f"huggingface_hub {huggingface_hub.__version__}, jinja2 {jinja2.__version__}"
+    )
 
 
 # ---------------------------------------------------------------- the three steps
@@ -161,9 +186,11 @@ def tiny_clip_pipeline(unet, vocabulary_dir: str):
 
 
 def write(work: str, default_dir: str = None) -> None:
+    import jinja2.meta
+
     from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
     from pipeline_mnist_ddim.classifier import load_default_classifier
-    from pipeline_mnist_ddim.folder_io import save_pipeline_folder
+    from pipeline_mnist_ddim.folder_io import MODEL_CARD_TEMPLATE, save_pipeline_folder
     from pipeline_mnist_ddim.lesson import TEXT_LABELS
     from pipeline_mnist_ddim.metrics import predict_labels
     from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
@@ -191,8 +218,12 @@ def write(work: str, default_dir: str = None) -> None:
     hits = sum(p == w for p, w in zip(predicted, wanted))
     if hits < 9:  # 10 of 10 from these latents (the default draws ~99% prompted digits at 50 steps)
         raise AssertionError(f"the default's reference images read as {predicted}, prompted {wanted}")
+    fields = jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(MODEL_CARD_TEMPLATE))
+    if fields != {"card_data", *CARD_FIELDS}:
+        raise AssertionError(f"the model card template's fields {sorted(fields)} are not CARD_FIELDS")
+    card = {"template": MODEL_CARD_TEMPLATE, "rendered": render_card(MODEL_CARD_TEMPLATE)}
     with open(os.path.join(work, "reference.json"), "w") as f:
-        json.dump({"versions": versions(), "classifier_labels": predicted, "prompts": PROMPTS}, f)
+        json.dump({"versions": versions(), "classifier_labels": predicted, "prompts": PROMPTS, "card": card}, f)
     print(f"reference ({versions()}): default draws {hits}/{len(PROMPTS)} prompted digits (classifier)")
 
 
@@ -204,7 +235,11 @@ def check(work: str) -> None:
         print(compare(folder, measure(pipe, STEPS[name]), dict(np.load(os.path.join(work, f"{name}_reference.npz")))))
         pipe.save_pretrained(os.path.join(work, f"{name}_resaved"))
     with open(os.path.join(work, "reference.json")) as f:
-        print(f"lowest env ({versions()}) matches the main env ({json.load(f)['versions']})")
+        reference = json.load(f)
+    if render_card(reference["card"]["template"]) != reference["card"]["rendered"]:
+        raise AssertionError("the converter's model card renders differently here (huggingface_hub, jinja2)")
+    print("model card: the same text")
+    print(f"lowest env ({versions()}) matches the main env ({reference['versions']})")
 
 
 def check_resaved(work: str) -> None:

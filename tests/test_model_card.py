@@ -36,6 +36,24 @@ def test_one_license_in_setup_cfg_and_every_card(unconditional_pipeline):
         assert front_matter(f.read())["license"] == "mit"
 
 
+def test_license_file_holds_the_mit_text_and_ships_with_the_package():
+    config = configparser.ConfigParser()
+    config.read(REPO_ROOT / "setup.cfg")
+    assert config["metadata"]["license_files"].strip() == "LICENSE"
+    text = (REPO_ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License\n\nCopyright (c) 2026 the mnist-ddim-diffusers contributors\n")
+    assert "Permission is hereby granted, free of charge" in text and 'THE SOFTWARE IS PROVIDED "AS IS"' in text
+
+
+def test_the_template_engine_of_the_card_is_a_declared_dependency(unconditional_pipeline):
+    # huggingface_hub renders `ModelCard.from_template` with jinja2 but does not require it
+    config = configparser.ConfigParser()
+    config.read(REPO_ROOT / "setup.cfg")
+    declared = [line.strip() for line in config["options"]["install_requires"].splitlines() if line.strip()]
+    assert any(re.match(r"jinja2\s*>=", line, re.I) for line in declared), declared
+    assert card_for(unconditional_pipeline, "user/mnist-ddim").startswith("---\n")
+
+
 def test_card_of_the_default_folder_loads_it_from_any_directory(unconditional_pipeline, monkeypatch, tmp_path):
     monkeypatch.chdir(REPO_ROOT)  # where scripts/build_default_pipeline.sh writes it, by a relative path
     code = loading_code(card_for(unconditional_pipeline, "pipeline_mnist_ddim/default_pipeline"))

@@ -93,6 +93,25 @@ def convert_args(checkpoint, output_dir, *options):
     return ["--checkpoint", checkpoint, "--output_dir", output_dir, "--text_encoder", "none", *options]
 
 
+def _build_pipeline_forbidden(*args, **kwargs):
+    pytest.fail("the converter built the pipeline before refusing")
+
+
+@pytest.fixture
+def conversion_forbidden(monkeypatch):
+    """Fails the test if the converter gets as far as building the pipeline (the slow part).
+
+    The command imports `build_pipeline` inside `convert()`, so it finds this replacement when it
+    runs; `test_forbidden_conversion_stops_a_valid_run` proves that, so "refused first" is enforced.
+    """
+    monkeypatch.setattr("pipeline_mnist_ddim.checkpoint_to_pipeline.build_pipeline", _build_pipeline_forbidden)
+
+
+def test_forbidden_conversion_stops_a_valid_run(workdir, converter, conversion_forbidden):
+    with pytest.raises(pytest.fail.Exception, match="built the pipeline before refusing"):
+        converter(*convert_args(workdir / "inputs" / "ckpt.pt", workdir / "outputs" / "out"))
+
+
 @pytest.fixture
 def our_folder(workdir, converter) -> Path:
     """A pipeline folder the converter wrote: outputs/pipe."""
@@ -143,11 +162,12 @@ OUTPUT_CASES = {
 
 
 @pytest.mark.parametrize("case", OUTPUT_CASES)
-def test_output_folder_that_could_lose_files_is_refused_before_converting(case, workdir, converter, monkeypatch):
+def test_output_folder_that_could_lose_files_is_refused_before_converting(
+    case, workdir, converter, conversion_forbidden
+):
     setup, expected = OUTPUT_CASES[case]
     output_dir, options = setup(workdir)
     before = tree(workdir)
-    monkeypatch.setattr("pipeline_mnist_ddim.checkpoint_to_pipeline.build_pipeline", pytest.fail)  # refused first
     code, stderr = converter(*convert_args(workdir / "inputs" / "ckpt.pt", output_dir, *options))
     assert_refused(code, stderr, *expected)
     assert tree(workdir) == before
@@ -184,12 +204,11 @@ def test_overwrite_refuses_a_pipeline_folder_holding_the_working_directory(
     assert tree(workdir) == before
 
 
-def test_unwritable_parent_is_refused_before_converting(workdir, converter, monkeypatch):
+def test_unwritable_parent_is_refused_before_converting(workdir, converter, conversion_forbidden, monkeypatch):
     # Tests may run as root, for whom chmod does not deny writing: make the OS answer "not writable".
     locked = workdir / "outputs"
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
-    monkeypatch.setattr("pipeline_mnist_ddim.checkpoint_to_pipeline.build_pipeline", pytest.fail)
     before = tree(workdir)
     assert_refused(*converter(*convert_args(workdir / "inputs" / "ckpt.pt", locked / "new" / "out")), "not writable")
     assert tree(workdir) == before
@@ -591,10 +610,11 @@ HUB_CASES = {
 
 
 @pytest.mark.parametrize("case", HUB_CASES)
-def test_upload_that_cannot_work_is_refused_before_converting(case, workdir, converter, monkeypatch):
+def test_upload_that_cannot_work_is_refused_before_converting(
+    case, workdir, converter, conversion_forbidden, monkeypatch
+):
     repo_id, environment, expected = HUB_CASES[case]
     environment(monkeypatch)
-    monkeypatch.setattr("pipeline_mnist_ddim.checkpoint_to_pipeline.build_pipeline", pytest.fail)
     before = tree(workdir)
     code, stderr = converter(
         *convert_args(workdir / "inputs" / "ckpt.pt", workdir / "outputs" / "out"), "--push_to_hub", repo_id

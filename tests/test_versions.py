@@ -89,6 +89,27 @@ def test_tokenizer_is_recorded_by_a_class_both_transformers_versions_have(saved_
     assert os.path.isfile(os.path.join(saved_folder, "tokenizer", "tokenizer.json"))
 
 
+def test_save_pretrained_rewrites_model_index_once_with_tokenizer_and_custom_classes(
+    tiny_pipeline, tmp_path, monkeypatch
+):
+    import pipeline_mnist_ddim.pipeline_mnist_ddim as pipeline_module
+
+    rewrites = []
+    update_json = pipeline_module._update_json
+
+    def recording_update_json(path, update):
+        rewrites.append(os.path.relpath(path, tmp_path))
+        update_json(path, update)
+
+    monkeypatch.setattr(pipeline_module, "_update_json", recording_update_json)
+    tiny_pipeline.save_pretrained(tmp_path)
+    assert rewrites.count("model_index.json") == 1, rewrites
+    index = read_json(tmp_path / "model_index.json")
+    assert index["tokenizer"] == ["transformers", "PreTrainedTokenizerFast"]
+    assert index["_class_name"] == ["pipeline_mnist_ddim", "MNistDDIMPipeline"]
+    assert index["unet"] == ["unet_mnist", "MNistUNet2DConditionModel"]
+
+
 def test_text_encoder_loads_every_weight_and_encodes_as_before(saved_folder, tiny_text_encoder):
     text_encoder, info = CLIPTextModel.from_pretrained(
         os.path.join(saved_folder, "text_encoder"), output_loading_info=True, dtype=torch.float16
