@@ -156,7 +156,7 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             if key in kwargs
         }
         super().save_pretrained(save_directory, **kwargs)
-        self._save_text_components_for_transformers_4_and_5(save_directory, **kwargs)
+        index_updates = self._save_text_components_for_transformers_4_and_5(save_directory, **kwargs)
         # torch.compile wraps a module (OptimizedModule): record and copy the model itself
         components = {name: getattr(obj, "_orig_mod", obj) for name, obj in self.components.items()}
         custom = [("_class_name", self, save_directory)] + [  # the UNet, and any other component not from a library
@@ -164,13 +164,12 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             for name, obj in components.items()
             if obj is not None and type(obj).__module__.split(".")[0] not in ("diffusers", "transformers")
         ]
-        records = {}
         for name, obj, target_dir in custom:
             source = inspect.getsourcefile(type(obj))
             module = os.path.splitext(os.path.basename(source))[0]
             shutil.copyfile(source, os.path.join(target_dir, module + ".py"))
-            records[name] = [module, type(obj).__name__]
-        _update_json(os.path.join(save_directory, "model_index.json"), lambda index: index.update(records))
+            index_updates[name] = [module, type(obj).__name__]
+        _update_json(os.path.join(save_directory, "model_index.json"), lambda index: index.update(index_updates))
         if push_to_hub:
             self._push_folder(str(save_directory), **hub_kwargs)
 
@@ -191,8 +190,10 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             commit_message=commit_message or "Upload pipeline",
         )
 
-    def _save_text_components_for_transformers_4_and_5(self, save_directory, **kwargs):
+    def _save_text_components_for_transformers_4_and_5(self, save_directory, **kwargs) -> dict:
         """Rewrites what transformers 5 saves into forms that transformers 4.x and 5.x both load the same.
+
+        Returns the entries `model_index.json` needs changed (the caller writes that file once).
 
         transformers 5 saves a `CLIPTextModel` without the ``text_model.`` key prefix (4.x then loads
         every weight randomly initialised, with a mere warning) and names tokenizers by classes 4.x
@@ -223,15 +224,13 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 lambda config: config.update({key: "float32" for key in ("dtype", "torch_dtype") if key in config}),
             )
 
+        index_updates = {}
         name = type(self.tokenizer).__name__
         if hasattr(transformers, "TokenizersBackend") and isinstance(self.tokenizer, transformers.TokenizersBackend):
             # 4.x's PreTrainedTokenizerFast and its *Fast classes read the same tokenizer.json
             name = "PreTrainedTokenizerFast" if name == "TokenizersBackend" else name
             name = name + "Fast" if not name.endswith("Fast") and hasattr(transformers, name + "Fast") else name
-            _update_json(
-                os.path.join(save_directory, "model_index.json"),
-                lambda index: index.update(tokenizer=["transformers", name]),
-            )
+            index_updates["tokenizer"] = ["transformers", name]
             _update_json(
                 os.path.join(save_directory, "tokenizer", "tokenizer_config.json"),
                 lambda config: config.update(tokenizer_class=name),
@@ -241,6 +240,7 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             _update_json(
                 tokenizer_config, lambda config: [config.pop(key, None) for key in ("is_local", "local_files_only")]
             )
+        return index_updates
 
     # ------------------------------------------------------------------ inputs
 
