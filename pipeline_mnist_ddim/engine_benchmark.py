@@ -174,8 +174,13 @@ def openvino_runner(compiled, inputs) -> Callable[[], Outputs]:
     return run
 
 
-def build_variants(unet, inputs, folder: str, threads: int) -> Tuple[Dict[str, Callable[[], Outputs]], dict]:
-    """Every variant's runner, and the one-off costs (seconds) of exporting and compiling."""
+def build_variants(
+    unet, inputs, folder: str, threads: int, pin_engine_threads: bool
+) -> Tuple[Dict[str, Callable[[], Outputs]], dict]:
+    """Every variant's runner, and the one-off costs (seconds) of exporting and compiling.
+
+    ``pin_engine_threads``: OpenVINO also gets ``threads`` (else its default, one per core).
+    """
     import openvino
 
     one_off = {}
@@ -203,12 +208,15 @@ def build_variants(unet, inputs, folder: str, threads: int) -> Tuple[Dict[str, C
     )
     one_off["openvino.convert_model (from torch)"] = time.perf_counter() - started
     default_precision = core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()  # bf16 on AMX
+    pinned = {"INFERENCE_NUM_THREADS": threads} if pin_engine_threads else {}
     for name, config in (
         ("INFERENCE_PRECISION_HINT f32", {"INFERENCE_PRECISION_HINT": "f32"}),
         (f"default precision ({default_precision})", {}),
     ):
+        if pinned:
+            name += f", {threads} threads"
         started = time.perf_counter()
-        compiled = core.compile_model(model, "CPU", config)
+        compiled = core.compile_model(model, "CPU", {**config, **pinned})
         one_off[f"OpenVINO compile, {name}"] = time.perf_counter() - started
         variants[f"OpenVINO, {name}"] = openvino_runner(compiled, inputs)
     return variants, one_off
@@ -370,7 +378,9 @@ def cpu_engines_suite(args) -> dict:
     print(f"machine: {result['machine']}\nsettings: {result['settings']}", flush=True)
 
     with tempfile.TemporaryDirectory() as folder:
-        variants, result["one_off_seconds"] = build_variants(unet, inputs, folder, threads)
+        variants, result["one_off_seconds"] = build_variants(
+            unet, inputs, folder, threads, args.num_threads is not None
+        )
         print(f"one-off seconds: {json.dumps(result['one_off_seconds'])}", flush=True)
         seconds, outputs = time_interleaved(variants, rounds)
     rows = summarize(seconds, dict.fromkeys(seconds, "torch float32"))
