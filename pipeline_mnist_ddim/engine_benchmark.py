@@ -115,8 +115,8 @@ def torch_runner(unet, inputs, dtype=torch.float32, channels_last=False, one_bat
     unconditional, prompted = inputs["unconditional"].to(dtype), inputs["prompted"].to(dtype)
     t = inputs["timestep"]
     if one_batch:
-        # The zero context at the prompts' token count: the bias-free key/value projections make
-        # zeros give the same output at any count, so both halves fit in one batch of 128.
+        # The zero context repeated to the prompts' token count: attention over identical tokens
+        # averages identical values, the same at any count, so both halves fit in one batch of 128.
         both_contexts = torch.cat([unconditional.expand(-1, prompted.shape[1], -1), prompted])
         both_samples = torch.cat([sample, sample])
 
