@@ -1,7 +1,8 @@
 """The benchmark's timing loops (``mnist-ddim-benchmark``, pipeline_mnist_ddim/commands/benchmark.py parses its flags).
 
 The default suite times the pipeline against the reference Lesson 6 loop, same weights, same run;
-``--suite gpu`` times every GPU variant in one process (docs/gpu_benchmark.md).
+``--suite gpu`` times every GPU variant in one process (docs/gpu_benchmark.md); ``--suite
+cpu_engines`` is in engine_benchmark.py.
 """
 
 import contextlib
