@@ -1,7 +1,8 @@
 """The benchmark's timing loops (``mnist-ddim-benchmark``, pipeline_mnist_ddim/commands/benchmark.py parses its flags).
 
 The default suite times the pipeline against the reference Lesson 6 loop, same weights, same run;
-``--suite gpu`` times every GPU variant in one process (docs/gpu_benchmark.md).
+``--suite gpu`` times every GPU variant in one process (docs/gpu_benchmark.md); ``--suite
+cpu_engines`` is in engine_benchmark.py.
 """
 
 import contextlib
@@ -273,11 +274,16 @@ def write_json(result: dict, path: str) -> None:
 def benchmark(args: BenchmarkOptions) -> None:
     diffusers_logging.set_verbosity_error()  # .to(dtype) on a UNet logs a harmless note each time
     device = pick_device(args.device)
-    args.repeats = args.repeats or (3 if args.suite == "gpu" else 1)
+    args.repeats = args.repeats or {"gpu": 3, "cpu_engines": 5}.get(args.suite, 1)
     if min(args.batch_size or 1, args.num_inference_steps, args.repeats) < 1:
         raise ValueError("--batch_size, --num_inference_steps and --repeats must be positive")
     if args.suite == "gpu":
         gpu_suite(args, device)
+        return
+    if args.suite == "cpu_engines":
+        from .engine_benchmark import cpu_engines_suite
+
+        cpu_engines_suite(args)
         return
     batch = args.batch_size or (64 if device.type == "cuda" else 8)
 

@@ -231,16 +231,17 @@ class DemoOptions:
 
 @dataclass
 class BenchmarkOptions:
-    suite: Literal["compare", "gpu"] = option(
+    suite: Literal["compare", "gpu", "cpu_engines"] = option(
         "compare",
-        "compare: pipeline vs reference loop in float32 and the device's reduced precision; gpu: every GPU variant",
+        "compare: pipeline vs reference loop in float32 and the device's reduced precision; gpu: every GPU variant; "
+        "cpu_engines: the default's UNet in PyTorch, ONNX Runtime and OpenVINO, and thread layouts (CPU)",
     )
     device: str = option("auto", DEVICE_HELP)
     batch_size: Optional[int] = option(None, "images per call (None: 64 on CUDA or with --suite gpu, 8 on CPU)")
     num_inference_steps: int = option(50, "DDIM steps")
     base_channels: int = option(128, "UNet width")
     context_dim: int = option(768, "text-embedding width")
-    repeats: Optional[int] = option(None, "timed runs per variant (None: 1; 3 for --suite gpu)")
+    repeats: Optional[int] = option(None, "timed runs per variant (None: 1; 3 for --suite gpu, 5 for cpu_engines)")
     seed: int = option(0, "seed of the random weights, latents and contexts")
     # --suite gpu only
     tiny: bool = option(False, "--suite gpu: toy sizes (base 32, context 32, batch 2, 2 steps, 1 repeat)")
@@ -260,8 +261,12 @@ class BenchmarkOptions:
         '"reduce-overhead" "max-autotune" on CUDA, none elsewhere)',
     )
     json: Optional[str] = option(
-        None, "--suite gpu: write the results here (after every row, so a cut-short run keeps them)"
+        None, "--suite gpu: write the results here (after every row, so a cut-short run keeps them); cpu_engines too"
     )
+    # --suite cpu_engines only (--repeats: interleaved rounds, None: 5)
+    pipeline: Optional[str] = option(None, "--suite cpu_engines: " + PIPELINE_HELP)
+    num_threads: Optional[int] = option(None, "--suite cpu_engines: torch threads of one process (None: all CPUs)")
+    thread_layout_steps: int = option(2, "--suite cpu_engines: main-job steps per thread-layout timing")
 
 
 @dataclass
