@@ -11,13 +11,14 @@ import argparse
 import contextlib
 import dataclasses
 import errno
+import functools
 import logging
 import os
 import signal
 import sys
 import threading
 import typing
-from typing import Dict, Iterator, Literal, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, Literal, Optional, Sequence, Tuple
 
 
 logger = logging.getLogger(__name__)
@@ -161,6 +162,27 @@ def headline(err: BaseException) -> str:
 
 def _message_lines(err: BaseException) -> list:
     return [line.strip() for line in str(err).splitlines() if line.strip()]
+
+
+# 128 + SIGINT: what a shell reports for a program stopped with Ctrl-C.
+INTERRUPTED = 130
+
+
+def quiet_on_ctrl_c(main: Callable[..., int]) -> Callable[..., int]:
+    """A tool's ``main`` that ends on Ctrl-C with one line and exit code 130, not a traceback.
+
+    By then the interrupted work's ``finally`` blocks have run: staging folders and half-written files are gone.
+    """
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return INTERRUPTED
+
+    return wrapper
 
 
 def report(err: BaseException) -> int:

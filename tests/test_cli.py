@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -238,3 +239,23 @@ def test_redirected_run_records_its_real_folder_and_says_so_before_sampling(
     announced = next(i for i, m in enumerate(messages) if "already holds a run" in m and str(second) in m)
     sampled = next(i for i, m in enumerate(messages) if m.startswith("sampled "))
     assert announced < sampled
+
+
+def test_ctrl_c_ends_a_tool_with_one_line_and_exit_code_130_leaving_no_half_written_files(tmp_path):
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "pipeline_mnist_ddim.commands.sample", "--output_dir", str(output)]
+    command += ["--num_samples", "4", "--num_inference_steps", "1000"]  # long enough to be interrupted
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    seen = ""
+    while "unconditional:" not in seen:  # the first progress bar: sampling has started
+        character = process.stderr.read(1)
+        assert character, f"the tool ended before sampling: {seen}"
+        seen += character
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Traceback" not in rest and "KeyboardInterrupt" not in rest
+    assert "interrupted" in rest.splitlines()  # tqdm may redraw its bar after it, as it closes
+    written = [path.name for path in output.rglob("*") if path.is_file()] if output.exists() else []
+    assert written == []

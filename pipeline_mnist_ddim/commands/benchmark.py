@@ -22,7 +22,7 @@ Not a test: numbers depend on the machine; only same-run ratios compare.
 
 import sys
 
-from ..cli import USER_ERRORS, parse_settings, report
+from ..cli import USER_ERRORS, parse_settings, quiet_on_ctrl_c, report
 from ..settings import BenchmarkOptions
 
 
@@ -31,6 +31,7 @@ def parse_args(argv=None) -> BenchmarkOptions:
     return options
 
 
+@quiet_on_ctrl_c
 def main(argv=None) -> int:
     options = parse_args(argv)
     try:

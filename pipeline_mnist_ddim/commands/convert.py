@@ -11,7 +11,7 @@ r"""Convert a Lesson 5e checkpoint into a self-contained diffusers pipeline fold
 import logging
 import sys
 
-from ..cli import USER_ERRORS, parse_settings, report, sigterm_unwinds
+from ..cli import USER_ERRORS, parse_settings, quiet_on_ctrl_c, report, sigterm_unwinds
 from ..settings import ConvertSettings
 
 
@@ -57,6 +57,7 @@ def convert(args: ConvertSettings) -> str:
     return folder
 
 
+@quiet_on_ctrl_c
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     args = parse_args(argv)

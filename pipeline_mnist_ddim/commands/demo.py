@@ -10,7 +10,7 @@
 import logging
 import sys
 
-from ..cli import parse_settings
+from ..cli import parse_settings, quiet_on_ctrl_c
 from ..settings import DemoOptions
 
 
@@ -19,6 +19,7 @@ def parse_args(argv=None) -> DemoOptions:
     return options
 
 
+@quiet_on_ctrl_c
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests to itself

@@ -24,7 +24,7 @@ import os
 import sys
 from typing import Tuple
 
-from ..cli import USER_ERRORS, check_writable_location, parse_settings, report
+from ..cli import USER_ERRORS, check_writable_location, parse_settings, quiet_on_ctrl_c, report
 from ..settings import EvalSettings, EvaluateOptions
 
 
@@ -62,6 +62,7 @@ def load(options: EvaluateOptions):
     return load_pipeline_folder(options.pipeline, torch_dtype(options.dtype)).to(device)
 
 
+@quiet_on_ctrl_c
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     settings, options = parse_args(argv)

@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 
-from ..cli import USER_ERRORS, check_writable_location, parse_settings, report
+from ..cli import USER_ERRORS, check_writable_location, parse_settings, quiet_on_ctrl_c, report
 from ..settings import InterpolateOptions, InterpolationSettings
 
 
@@ -22,6 +22,7 @@ def parse_args(argv=None):
     return parse_settings([InterpolationSettings, InterpolateOptions], argv, description=__doc__)
 
 
+@quiet_on_ctrl_c
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     settings, options = parse_args(argv)

@@ -12,7 +12,7 @@ when that folder already holds a run, into output_dir/run-N (or replace it with 
 import logging
 import sys
 
-from ..cli import USER_ERRORS, parse_settings, report, sigterm_unwinds
+from ..cli import USER_ERRORS, parse_settings, quiet_on_ctrl_c, report, sigterm_unwinds
 from ..settings import SampleSettings
 
 
@@ -24,6 +24,7 @@ def parse_args(argv=None) -> SampleSettings:
     return settings
 
 
+@quiet_on_ctrl_c
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     settings = parse_args(argv)

@@ -11,7 +11,7 @@ the network with CUDA graphs: the step is launch-bound at MNIST sizes (see READM
 import logging
 import sys
 
-from ..cli import USER_ERRORS, check_writable_location, parse_settings, report
+from ..cli import USER_ERRORS, check_writable_location, parse_settings, quiet_on_ctrl_c, report
 from ..settings import TrainConfig
 
 
@@ -37,6 +37,7 @@ def parse_args(argv=None) -> TrainConfig:
     return config
 
 
+@quiet_on_ctrl_c
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config = parse_args(argv)

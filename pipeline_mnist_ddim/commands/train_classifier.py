@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from ..cli import USER_ERRORS, check_writable_location, parse_settings, report
+from ..cli import USER_ERRORS, check_writable_location, parse_settings, quiet_on_ctrl_c, report
 from ..settings import ClassifierTrainingOptions
 
 
@@ -37,6 +37,7 @@ def parse_args(argv=None):
     return options, output_file
 
 
+@quiet_on_ctrl_c
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     options, output_file = parse_args(argv)
