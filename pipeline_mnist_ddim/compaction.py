@@ -8,6 +8,7 @@ from transformers import PreTrainedTokenizerFast
 
 from .compact_text_encoder import CompactTextEncoder
 from .lesson import TEXT_LABELS
+from .text_encoder import encode_prompts
 
 
 LESSON_PROMPTS = tuple(word for pair in TEXT_LABELS for word in pair)  # zero, 0, one, 1, ...
@@ -38,15 +39,7 @@ def compact_text_encoder(
     The table is float32 (what a float32 encoder returns), so contexts and images are exactly
     those of the full encoder.
     """
-    ids = tokenizer(
-        list(prompts),
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
-    device = next(text_encoder.parameters()).device
-    contexts = text_encoder(ids.to(device)).last_hidden_state.float().cpu()
+    contexts = encode_prompts(text_encoder, tokenizer, prompts).float().cpu()
     compact = CompactTextEncoder(list(prompts), sequence_length=contexts.shape[1], hidden_size=contexts.shape[2])
     compact.last_hidden_states.copy_(contexts)
     return compact.eval(), build_compact_tokenizer(prompts)

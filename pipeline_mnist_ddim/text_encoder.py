@@ -138,3 +138,17 @@ def check_text_encoder_source(source: str) -> None:
         raise TextEncoderError(
             f"no text encoder folder at {source} (pass a folder, a Hub id such as {LESSON_TEXT_ENCODER}, or none)"
         )
+
+
+@torch.no_grad()
+def encode_prompts(text_encoder, tokenizer, prompts) -> torch.Tensor:
+    """The lesson's context: last_hidden_state of prompts padded to max length, no attention mask."""
+    ids = tokenizer(
+        list(prompts),
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    device = next(text_encoder.parameters()).device
+    return text_encoder(input_ids=ids.to(device)).last_hidden_state

@@ -29,6 +29,7 @@ from .image_grid import save_grid
 from .lesson import TEXT_LABELS
 from .reference import LessonDiffusion, LessonUNet, ddim_sample
 from .settings import TrainConfig  # noqa: F401  (its home is the torch-free settings module)
+from .text_encoder import TextEncoderError, build_text_encoder, encode_prompts, load_text_encoder
 
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,6 @@ def _latest_checkpoint(folder: str) -> Optional[str]:
 
 
 def _load_text_encoder(config: TrainConfig, folder: str):
-    from .text_encoder import TextEncoderError, build_text_encoder, load_text_encoder
-
     if config.text_encoder == "default":
         text_encoder, tokenizer = build_text_encoder()
     else:
@@ -81,19 +80,6 @@ def make_ema(parameters, decay: float, step: int = 0):
     ema = EMAModel(parameters, decay=decay, foreach=True)
     ema.optimization_step = step  # a resumed run continues the warm-up where it stopped
     return ema
-
-
-@torch.no_grad()
-def encode_prompts(text_encoder, tokenizer, prompts) -> torch.Tensor:
-    """The lesson's context: last_hidden_state of prompts padded to max length, no attention mask."""
-    ids = tokenizer(
-        list(prompts),
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
-    return text_encoder(input_ids=ids.to(text_encoder.device)).last_hidden_state
 
 
 def train(config: TrainConfig) -> str:
