@@ -6,15 +6,13 @@ their own code.
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import TINY_CONTEXT, perturbed_reference, save_lesson_checkpoint
+from hidden_package import run_without_package
 from test_round_trip import LOAD_AND_SAMPLE, run_converter
 
 import pipeline_mnist_ddim.compact_text_encoder as compact_module
@@ -52,26 +50,12 @@ print(json.dumps(report))
 
 def sample_in_fresh_process(folder: Path, work: Path, prompts=LESSON_PROMPTS):
     images_path = work / f"images-{folder.name}.npy"
-    env = dict(
-        os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(work / f"hf_modules-{folder.name}"), OMP_NUM_THREADS="1"
+    settings = json.dumps(dict(prompts=list(prompts), steps=STEPS, seed=SEED))
+    modules_cache = work / f"hf_modules-{folder.name}"
+    stdout = run_without_package(
+        SAMPLE_PROMPTS, str(folder), str(images_path), settings, work=work, modules_cache=modules_cache
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            SAMPLE_PROMPTS,
-            str(folder),
-            str(images_path),
-            json.dumps(dict(prompts=list(prompts), steps=STEPS, seed=SEED)),
-        ],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return np.load(images_path), json.loads(result.stdout.strip().splitlines()[-1])
+    return np.load(images_path), json.loads(stdout.strip().splitlines()[-1])
 
 
 def folder_size(path: Path) -> int:

@@ -6,9 +6,6 @@ all its code.
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +13,7 @@ import pytest
 import torch
 from conftest import sample_in_process
 from diffusers import DiffusionPipeline
-from hidden_package import HIDE_PACKAGE
+from hidden_package import HIDE_PACKAGE, run_without_package
 from safetensors import safe_open
 
 import pipeline_mnist_ddim.pipeline_mnist_ddim as pipeline_module
@@ -55,27 +52,10 @@ print(type(pipe).__module__, type(pipe.unet).__module__)
 def load_in_fresh_process(folder: Path, work: Path, resave_folder: Path = None):
     """(images, module names of the loaded pipeline and unet classes) from a subprocess."""
     images_path = work / f"images-{folder.name}.npy"
-    env = dict(
-        os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(work / "hf_modules"), OMP_NUM_THREADS="1"
-    )  # as in this process (see conftest.one_thread)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            LOAD_AND_SAMPLE,
-            str(folder),
-            str(images_path),
-            str(resave_folder or ""),
-            json.dumps(dict(prompts=PROMPTS, steps=STEPS, seed=SEED)),
-        ],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return np.load(images_path), result.stdout.split()
+    settings = json.dumps(dict(prompts=PROMPTS, steps=STEPS, seed=SEED))
+    arguments = (str(folder), str(images_path), str(resave_folder or ""), settings)
+    stdout = run_without_package(LOAD_AND_SAMPLE, *arguments, work=work, modules_cache=work / "hf_modules")
+    return np.load(images_path), stdout.split()
 
 
 def run_converter(convert_script, checkpoint, output_dir, *options):
