@@ -283,7 +283,9 @@ def benchmark(args: BenchmarkOptions) -> None:
     if args.suite == "cpu_engines":
         from .engine_benchmark import cpu_engines_suite
 
-        cpu_engines_suite(args)
+        result = cpu_engines_suite(args)
+        if args.json:
+            write_json(result, args.json)
         return
     batch = args.batch_size or (64 if device.type == "cuda" else 8)
 

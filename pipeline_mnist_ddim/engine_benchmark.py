@@ -11,6 +11,7 @@ The engines are optional (``pip install onnxruntime openvino onnx onnxscript``);
 suite refuses with one line naming what to install.
 """
 
+import contextlib
 import copy
 import importlib.util
 import json
@@ -25,7 +26,6 @@ from typing import Callable, Dict, List, Tuple
 import torch
 from diffusers.utils import logging as diffusers_logging
 
-from .files import atomic_path
 from .folder_io import load_pipeline_folder
 from .lesson import labels_to_prompts
 
@@ -282,10 +282,12 @@ def time_thread_layouts(unet, inputs, pipeline, threads: int, rounds: int, steps
         ours, theirs = context.Pipe()
         worker = context.Process(target=_half_worker, args=(theirs, pipeline, inputs, half), daemon=True)
         worker.start()
+        theirs.close()  # the worker's end lives in the worker only: if it dies, recv() raises instead of waiting
         connections.append(ours)
         workers.append(worker)
-    for connection in connections:
-        if connection.recv() != "ready":
+        # One at a time: loading a folder copies its remote code into the modules cache, and two
+        # processes copying and importing it at once can import a half-written file.
+        if ours.recv() != "ready":
             raise RuntimeError("a thread-layout worker did not start")
     in_process = {dtype: torch_runner(unet, inputs, getattr(torch, dtype)) for dtype in ("float32", "bfloat16")}
     seconds = {}
@@ -309,7 +311,8 @@ def time_thread_layouts(unet, inputs, pipeline, threads: int, rounds: int, steps
                 )
     finally:
         for connection in connections:
-            connection.send(None)
+            with contextlib.suppress(OSError):  # a worker that died has nothing to stop
+                connection.send(None)
         for worker in workers:
             worker.join(timeout=60)
     return seconds
@@ -399,7 +402,4 @@ def cpu_engines_suite(args) -> dict:
     )
     print(result["table"] + "\n\n" + result["thread_layout_table"])
     print(f"load average before {result['load_average_before']}, after {result['load_average_after']}")
-    if args.json:
-        with atomic_path(args.json) as temporary, open(temporary, "w") as f:
-            json.dump(result, f, indent=2)
     return result
