@@ -59,7 +59,10 @@ def load(options: EvaluateOptions):
     else:
         device = pick_device(options.device)
     # Weights may be stored in fp16: load in float32 unless asked, as fp16 on a CPU fails or crawls.
-    return load_pipeline_folder(options.pipeline, torch_dtype(options.dtype)).to(device)
+    # One process of each machine first: loading copies the folder's remote code into the modules
+    # cache, and processes copying and importing it at once can import a half-written file.
+    with state.local_main_process_first():
+        return load_pipeline_folder(options.pipeline, torch_dtype(options.dtype)).to(device)
 
 
 @quiet_on_ctrl_c
