@@ -6,6 +6,7 @@ be invisible) and GroupNorm/LayerNorm at weight 1, bias 0 (so a wrong norm mappi
 go unnoticed). Parity checks are only meaningful on weights without such symmetries.
 """
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,14 @@ def save_lesson_checkpoint(model: LessonUNet, path: Path, step: int = 100) -> Pa
         path,
     )
     return path
+
+
+def load_script(path: Path):
+    """A file under scripts/ as a module (scripts are run as files, not imported from a package)."""
+    spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def seeded_latents(batch_size: int, seed: int = 0, channels: int = 1) -> torch.Tensor:

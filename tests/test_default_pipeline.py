@@ -5,9 +5,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 import pipeline_mnist_ddim
 from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
@@ -15,6 +17,7 @@ from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
 
 PACKAGE_DIR = os.path.dirname(pipeline_mnist_ddim.__file__)
 REPO_DIR = os.path.dirname(PACKAGE_DIR)
+sync_remote_code = load_script(Path(REPO_DIR) / "scripts" / "sync_remote_code.py")
 
 
 @pytest.fixture(autouse=True)
@@ -26,16 +29,30 @@ def one_thread():
 
 
 def test_code_files_are_the_package_modules_verbatim():
-    assert filecmp.cmp(
-        os.path.join(PACKAGE_DIR, "pipeline_mnist_ddim.py"),
-        os.path.join(DEFAULT_PIPELINE_DIR, "pipeline_mnist_ddim.py"),
-        shallow=False,
+    """What CI holds the default to: ``scripts/sync_remote_code.py --check`` finds nothing stale."""
+    done = subprocess.run(
+        [sys.executable, os.path.join(REPO_DIR, "scripts", "sync_remote_code.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert filecmp.cmp(
-        os.path.join(PACKAGE_DIR, "unet_mnist.py"),
-        os.path.join(DEFAULT_PIPELINE_DIR, "unet", "unet_mnist.py"),
-        shallow=False,
-    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for copy, module in sync_remote_code.REMOTE_CODE_COPIES.items():
+        assert filecmp.cmp(os.path.join(REPO_DIR, module), os.path.join(REPO_DIR, copy), shallow=False)
+
+
+def test_sync_remote_code_finds_and_replaces_a_stale_copy_and_nothing_else(tmp_path):
+    for copy, module in sync_remote_code.REMOTE_CODE_COPIES.items():
+        for relative in (copy, module):
+            (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / relative).write_bytes(open(os.path.join(REPO_DIR, relative), "rb").read())
+    stale_copy = next(iter(sync_remote_code.REMOTE_CODE_COPIES))
+    (tmp_path / stale_copy).write_bytes(b"# edited by hand\n")
+    assert sync_remote_code.stale_copies(str(tmp_path)) == [stale_copy]
+    assert sync_remote_code.sync(str(tmp_path)) == [stale_copy]
+    assert sync_remote_code.stale_copies(str(tmp_path)) == []
+    module = sync_remote_code.REMOTE_CODE_COPIES[stale_copy]
+    assert (tmp_path / stale_copy).read_bytes() == (tmp_path / module).read_bytes()
 
 
 def test_weights_are_safetensors_and_the_folder_is_under_20_mb():

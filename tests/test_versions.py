@@ -10,7 +10,6 @@ version load (the lowest declared diffusers + transformers, in a second environm
 import configparser
 import copy
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, load_script
 from diffusers import DiffusionPipeline
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, CLIPTextModel
@@ -31,13 +30,6 @@ from pipeline_mnist_ddim.folder_io import save_pipeline_folder
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROMPTS = ["0", "seven", " Nine ", "eleven"]
-
-
-def load_script(name: str, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def read_json(path) -> dict:
@@ -161,7 +153,7 @@ def test_embedded_default_loads_in_one_dtype_with_every_text_encoder_weight():
 
 @pytest.mark.slow
 def test_refresh_rewrites_the_default_with_byte_identical_unet_weights(tmp_path):
-    refresh = load_script("refresh_default_pipeline", REPO_ROOT / "scripts" / "refresh_default_pipeline.py")
+    refresh = load_script(REPO_ROOT / "scripts" / "refresh_default_pipeline.py")
     refreshed = refresh.refresh(DEFAULT_PIPELINE_DIR, str(tmp_path / "default"))
     unet_file = os.path.join("unet", "diffusion_pytorch_model.safetensors")
     assert sha256(os.path.join(refreshed, unet_file)) == sha256(os.path.join(DEFAULT_PIPELINE_DIR, unet_file))
@@ -188,7 +180,7 @@ def test_refresh_rewrites_the_default_with_byte_identical_unet_weights(tmp_path)
 
 
 def test_lowest_versions_check_installs_every_declared_minimum_but_torchs():
-    check = load_script("lowest_versions_check", REPO_ROOT / "tests" / "lowest_versions_check.py")
+    check = load_script(REPO_ROOT / "tests" / "lowest_versions_check.py")
     config = configparser.ConfigParser()
     config.read(REPO_ROOT / "setup.cfg")
     declared = [line.strip() for line in config["options"]["install_requires"].splitlines() if line.strip()]
