@@ -34,6 +34,7 @@ def test_one_license_in_setup_cfg_and_every_card(unconditional_pipeline):
     assert front_matter(card_for(unconditional_pipeline, "user/mnist-ddim"))["license"] == "mit"
     with open(f"{DEFAULT_PIPELINE_DIR}/README.md") as f:
         assert front_matter(f.read())["license"] == "mit"
+    assert front_matter((REPO_ROOT / "spaces" / "README.md").read_text())["license"] == "mit"  # the Space's card
 
 
 def test_license_file_holds_the_mit_text_and_ships_with_the_package():

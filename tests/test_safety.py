@@ -393,6 +393,19 @@ def test_checkpoint_that_would_sample_garbage_is_refused_naming_the_tensors(case
     assert tree(workdir) == before
 
 
+def test_width_caps_are_base_256_context_4096_transformer_512():
+    """The caps docs/safety.md states: each width at its cap passes, one GroupNorm group (32) above is refused."""
+    from pipeline_mnist_ddim.conversion import CheckpointError, check_unet_config
+
+    at_caps = dict(
+        in_channels=1, out_channels=1, base_channels=256, cross_attention_dim=4096, transformer_inner_dim=512
+    )
+    check_unet_config(at_caps)
+    for name, cap in [("base_channels", 256), ("cross_attention_dim", 4096), ("transformer_inner_dim", 512)]:
+        with pytest.raises(CheckpointError, match=f"{name} {cap + 32} \\(at most {cap}\\)"):
+            check_unet_config({**at_caps, name: cap + 32})
+
+
 def test_zero_element_tensors_cannot_claim_an_absurd_width(workdir, converter):
     """A few-KB file whose empty tensors claim widths in the millions: refused before anything is allocated."""
     state_dict = _required_keys_only()
