@@ -433,6 +433,11 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         # The scheduler's starting noise level: 1 for DDIM (so the lesson's x_T), ~sigma_max for Euler and Heun.
         return latents * self.scheduler.init_noise_sigma
 
+    @property
+    def _latents_dtype(self) -> torch.dtype:
+        # float32 at least (a float64 UNet keeps float64, to measure the sampler's exactness)
+        return torch.promote_types(self.unet.dtype, torch.float32)
+
     def prepare_extra_step_kwargs(self, generator, eta):
         # Not every scheduler takes eta (DDIM's sigma scale) or a generator.
         parameters = set(inspect.signature(self.scheduler.step).parameters)
@@ -466,7 +471,7 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             prompt_embeds (`torch.Tensor`, *optional*): precomputed contexts instead of `prompt`.
 
         Returns:
-            `torch.Tensor`: the latents x_T, float32, on the execution device.
+            `torch.Tensor`: the latents x_T, float32 (float64 with a float64 UNet), on the execution device.
         """
         self.check_inputs(prompt, None, 1, num_inference_steps, 0.0, 1.0, None, prompt_embeds, None, None, None, None)
         if "timestep_spacing" not in self.scheduler.config or "set_alpha_to_one" not in self.scheduler.config:
@@ -485,11 +490,11 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             )
         inverse_scheduler = DDIMInverseScheduler.from_config(self.scheduler.config)
         inverse_scheduler.set_timesteps(num_inference_steps, device=device)
-        x = images.to(device=device, dtype=torch.float32) * 2 - 1
+        x = images.to(device=device, dtype=self._latents_dtype) * 2 - 1
         for t in self.progress_bar(inverse_scheduler.timesteps):  # [0, 20, ..., 980] for S = 50
             # The ODE's Euler step going up: eps at the point in hand, which is why the round trip
             # is exact only as S grows.
-            eps = self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=context).sample.float()
+            eps = self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=context).sample.to(x.dtype)
             x = inverse_scheduler.step(eps, t, x).prev_sample
         self.maybe_free_model_hooks()
         return x
@@ -612,8 +617,8 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         timesteps = self.scheduler.timesteps
         self._num_timesteps = len(timesteps)
 
-        # 4. Latents stay float32 whatever the UNet's dtype: the update needs the precision.
-        latents = self.prepare_latents(num_images, torch.float32, device, generator, latents)
+        # 4. Latents stay float32 with a float16/bfloat16 UNet: the update needs the precision.
+        latents = self.prepare_latents(num_images, self._latents_dtype, device, generator, latents)
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
 
         # 5. Denoising loop (guidance is read every step: a callback may switch it off)
@@ -624,7 +629,7 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             context = torch.cat([negative_prompt_embeds, prompt_embeds]) if guided else prompt_embeds
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = self.scheduler.scale_model_input(model_input, t).to(self.unet.dtype)
-            noise_pred = self.unet(model_input, t, encoder_hidden_states=context).sample.float()
+            noise_pred = self.unet(model_input, t, encoder_hidden_states=context).sample.to(latents.dtype)
             if guided:
                 noise_negative, noise_text = noise_pred.chunk(2)
                 noise_pred = noise_negative + self.guidance_scale * (noise_text - noise_negative)

@@ -301,7 +301,9 @@ def ddim_sample(
 ) -> torch.Tensor:
     """Lesson 6: DDIM, equation 12 of the DDIM paper, from x_T to an image in [0, 1].
 
-    ``noises`` yields the z of each step when eta > 0 (default: ``torch.randn_like``).
+    ``noises`` yields the z of each step when eta > 0 (default: ``torch.randn_like``). The
+    timesteps take x_t's dtype (the lesson's float32; float64 for a network run in float64), and the
+    schedule is the lesson's float32 alpha-bars whatever the dtype, as Lesson 6 computes them.
     """
     betas = lesson_betas().to(x_t.device)
     # alpha-bar with a leading 1 so that index t + 1 gives step t and index 0 gives step "-1"
@@ -311,7 +313,7 @@ def ddim_sample(
     x = x_t
     for t, t_prev in zip(reversed(seq), reversed(seq_prev)):  # [(980, 960), ..., (0, -1)]
         ab, ab_prev = alphas_cumprod[t + 1], alphas_cumprod[t_prev + 1]
-        eps = unet(x, torch.full((x.shape[0],), float(t), device=x.device), context)
+        eps = unet(x, torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype), context)
         x0_pred = (x - (1 - ab).sqrt() * eps) / ab.sqrt()  # no clipping
         sigma = eta * ((1 - ab / ab_prev) * (1 - ab_prev) / (1 - ab)).sqrt()
         z = next(noises) if noises is not None else torch.randn_like(x)
@@ -336,7 +338,7 @@ def ddim_invert(
     x = images * 2 - 1
     for t, t_prev in zip(seq, seq_prev):  # [(0, -1), (20, 0), ..., (980, 960)]
         ab, ab_prev = alphas_cumprod[t + 1], alphas_cumprod[t_prev + 1]
-        eps = unet(x, torch.full((x.shape[0],), float(t), device=x.device), context)
+        eps = unet(x, torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype), context)
         x0_pred = (x - (1 - ab_prev).sqrt() * eps) / ab_prev.sqrt()
         x = ab.sqrt() * x0_pred + (1 - ab).sqrt() * eps
     return x

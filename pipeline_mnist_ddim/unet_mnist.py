@@ -17,9 +17,8 @@ Exactly these modules are swapped after the stock constructor; the parent's
 ``forward`` runs unchanged, so attention processors, SDPA, ``torch.compile``, CPU
 offload, LoRA loaders and fp16/bf16 behave as for any diffusers UNet. Also, the
 lesson's ``conv_in``/``conv_out`` have no bias, and ``time_proj`` is swapped for
-:class:`LessonTimestepSinusoid`, the lesson's float32 arithmetic of the same formula as
-diffusers' ``Timesteps`` with ``freq_shift=1``, ``flip_sin_to_cos=False`` (which the config
-still records).
+:class:`LessonTimestepSinusoid`, the lesson's arithmetic of the same formula as diffusers'
+``Timesteps`` with ``freq_shift=1``, ``flip_sin_to_cos=False`` (which the config still records).
 """
 
 import inspect
@@ -33,6 +32,7 @@ from torch import nn
 
 
 CHANNEL_MULTIPLIERS = (1, 2, 2, 2)
+NORM_EPS = 1e-5  # the lesson's res blocks and output use GroupNorm's default; its transformers 1e-6
 
 
 class LessonTimestepSinusoid(nn.Module):
@@ -41,6 +41,9 @@ class LessonTimestepSinusoid(nn.Module):
     diffusers' ``Timesteps`` multiplies ``-ln(10000) * i`` first and divides by ``half - 1``
     after; the lesson divides first. In float32 the frequencies then differ in the last bit,
     which t ~ 999 turns into embedding errors of up to 3.1e-5. This module is bit-exact.
+
+    As in the lesson, the frequencies are float32 (torch's default dtype) and the angles take
+    the timesteps' dtype: the model passes float64 ones when it runs in float64, float32 otherwise.
     """
 
     def __init__(self, num_channels: int):
@@ -50,8 +53,7 @@ class LessonTimestepSinusoid(nn.Module):
     def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
         half = self.num_channels // 2
         frequencies = torch.exp(torch.arange(half, device=timesteps.device) * -(math.log(10000) / (half - 1)))
-        # float32 as the lesson's float timesteps (diffusers passes Python floats as float64)
-        angles = timesteps[:, None].float() * frequencies[None, :]
+        angles = timesteps[:, None] * frequencies[None, :]
         return torch.cat((angles.sin(), angles.cos()), dim=-1)
 
 
@@ -96,7 +98,7 @@ class MNistUNet2DConditionModel(UNet2DConditionModel):
             layers_per_block=2,
             dropout=dropout,
             norm_num_groups=32,
-            norm_eps=1e-5,
+            norm_eps=NORM_EPS,
             cross_attention_dim=cross_attention_dim,
             attention_head_dim=1,  # stock meaning: heads; every transformer is swapped below
         )
@@ -118,7 +120,9 @@ class MNistUNet2DConditionModel(UNet2DConditionModel):
 
         def resnet(in_ch: int, out_ch: int) -> ResnetBlock2D:
             temb_channels = self.time_embedding.linear_2.out_features
-            return ResnetBlock2D(in_channels=in_ch, out_channels=out_ch, temb_channels=temb_channels, dropout=dropout)
+            return ResnetBlock2D(
+                in_channels=in_ch, out_channels=out_ch, temb_channels=temb_channels, dropout=dropout, eps=NORM_EPS
+            )  # eps: ResnetBlock2D's default is 1e-6, the stock blocks get norm_eps
 
         for attentions in (self.down_blocks[1].attentions, self.mid_block.attentions, self.up_blocks[2].attentions):
             for i, stock in enumerate(attentions):
@@ -138,6 +142,17 @@ class MNistUNet2DConditionModel(UNet2DConditionModel):
         stock_keys = _init_arguments(UNet2DConditionModel) - _init_arguments(cls)
         config_dict = {k: v for k, v in config_dict.items() if k not in stock_keys}
         return super().extract_init_dict(config_dict, **kwargs)
+
+    def get_time_embed(self, sample: torch.Tensor, timestep) -> torch.Tensor:
+        # The lesson's network runs only on timesteps of its own dtype (float32 ones, or float64 for
+        # .double()): the angles are float64 exactly when the network is. diffusers would give
+        # Python floats float64 and schedulers' int64 float32 angles, whatever the network.
+        dtype = torch.float64 if sample.dtype == torch.float64 else torch.float32
+        if torch.is_tensor(timestep):
+            timestep = timestep.to(dtype)
+        else:
+            timestep = torch.tensor([timestep], dtype=dtype, device=sample.device)
+        return super().get_time_embed(sample=sample, timestep=timestep)
 
     def set_attention_slice(self, slice_size="auto"):
         # "auto" halves each layer's head count, and every transformer here has one head: 1 // 2 = 0

@@ -10,6 +10,7 @@ tolerance), so a wrong timestep or context would show. Network parity on its own
 tested in test_conversion_parity.py.
 """
 
+import copy
 import itertools
 
 import pytest
@@ -25,6 +26,8 @@ from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler, lesson_ddpm_sc
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOLERANCE = 1e-4  # max abs difference of the [0, 1] images
+FLOAT64_TOLERANCE = 1e-8  # the same, 50 DDIM steps in float64: the math, not rounding
+ROUNDING_MULTIPLE = 2  # float32: at most this many times the reference sampler's own float32 rounding
 NETWORK_WEIGHT = 0.05
 SHAPE = (2, 1, 32, 32)
 PROMPTS = ["seven", "3"]
@@ -92,6 +95,46 @@ def test_ddpm_scheduler_walks_all_1000_timesteps():
     assert scheduler.timesteps.tolist() == list(range(999, -1, -1))
 
 
+def ddim_differences(reference, unet, x_t, context):
+    """50 DDIM steps of the pipeline and of the reference, both wrapped as denoisers, from the same x_T and
+    context: (float64 difference, float32 difference, the reference's own float32-vs-float64 difference)."""
+    prompt_embeds = context[:, None, :] if context.dim() == 2 else context  # (B, D) is one token
+    images = {}
+    for dtype in (torch.float64, torch.float32):
+        ref, net = (copy.deepcopy(module).to(dtype) for module in (reference, unet))  # hooks stay off the originals
+        wrap_as_denoisers(ref, net)
+        pipe = MNistDDIMPipeline(unet=net, scheduler=lesson_ddim_scheduler())
+        pipe.set_progress_bar_config(disable=True)
+        sampled = pipe(latents=x_t.to(dtype), prompt_embeds=prompt_embeds.to(dtype), output_type="pt").images
+        expected = ddim_sample(ref, x_t.to(dtype), context.to(dtype), num_inference_steps=50).clamp(0, 1)
+        assert sampled.dtype == expected.dtype == dtype
+        assert ((expected > 0) & (expected < 1)).float().mean() > 0.5, "saturated images: the comparison says little"
+        images[dtype] = sampled, expected
+    (sampled64, expected64), (sampled32, expected32) = images[torch.float64], images[torch.float32]
+    return (
+        (sampled64 - expected64).abs().max().item(),
+        (sampled32 - expected32).abs().max().item(),
+        (expected32.double() - expected64).abs().max().item(),
+    )
+
+
+def assert_ddim_exact(reference, unet, x_t, context):
+    """float64 within FLOAT64_TOLERANCE; float32 within ROUNDING_MULTIPLE of the reference's own rounding."""
+    float64_difference, float32_difference, own_rounding = ddim_differences(reference, unet, x_t, context)
+    assert float64_difference <= FLOAT64_TOLERANCE, f"float64: {float64_difference:.3g}"
+    assert own_rounding > 0, "float32 and float64 agree exactly: the yardstick says nothing"
+    assert float32_difference <= ROUNDING_MULTIPLE * own_rounding, (
+        f"float32: {float32_difference:.3g}, the reference's own rounding {own_rounding:.3g}"
+    )
+
+
+def test_50_step_ddim_is_lesson6s_math_in_float64_and_its_rounding_in_float32(tiny_reference, tiny_unet):
+    x_t = seeded_latents(2, seed=11)
+    text = torch.randn(1, 77, TINY_CONTEXT, generator=torch.Generator().manual_seed(3))
+    contexts = torch.cat([text, torch.zeros_like(text)])  # a prompt's and the lesson's unconditional context
+    assert_ddim_exact(tiny_reference, tiny_unet, x_t, contexts)
+
+
 def test_unconditional_ddim_matches_lesson6(tiny_pipeline, denoisers):
     reference, _ = denoisers
     x_t = seeded_latents(2, seed=11)
@@ -110,16 +153,9 @@ def test_conditional_ddim_matches_lesson6(tiny_pipeline, denoisers, tiny_text_en
 
 @pytest.mark.slow
 def test_full_size_50_step_ddim_matches_lesson6():
-    """Base width 128, context 768 (the course's network), perturbed weights (a 2-image run measured 5e-7)."""
+    """Base width 128, context 768 (the course's network), perturbed weights, in float64 and float32."""
     reference = perturbed_reference(base_channels=128, context_dim=768, seed=5)
-    unet = convert(reference)
-    wrap_as_denoisers(reference, unet)  # both are local to this test
-    pipe = MNistDDIMPipeline(unet=unet, scheduler=lesson_ddim_scheduler())
-    pipe.set_progress_bar_config(disable=True)
-    x_t = seeded_latents(1, seed=17)
-    images = pipe(latents=x_t, num_inference_steps=50, output_type="pt").images
-    expected = ddim_sample(reference, x_t, torch.zeros(1, 768), num_inference_steps=50)
-    assert_images_match(images, expected)
+    assert_ddim_exact(reference, convert(reference), seeded_latents(1, seed=17), torch.zeros(1, 768))
 
 
 def test_stochastic_ddim_matches_lesson6_with_the_same_noise(tiny_pipeline, denoisers):
