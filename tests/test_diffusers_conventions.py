@@ -292,9 +292,12 @@ def test_save_pretrained_of_a_compiled_unet_records_the_model_class_and_code(tin
     reloaded.set_progress_bar_config(disable=True)
     original = tiny_pipeline.unet._orig_mod
     tiny_pipeline.unet = original
-    assert torch.equal(
-        sample(reloaded, prompt="7", latents=latents), sample(tiny_pipeline, prompt="7", latents=latents)
-    )
+    weights, loaded = original.state_dict(), reloaded.unet.state_dict()
+    assert weights.keys() == loaded.keys() and all(torch.equal(weights[k], loaded[k]) for k in weights)
+    # Two code paths (the installed class, the folder's copy): equal on the Intel machine the project was
+    # built on, 8.5e-6 apart on an AMD EPYC with the same weights (kernel rounding), so not bit for bit.
+    difference = sample(reloaded, prompt="7", latents=latents) - sample(tiny_pipeline, prompt="7", latents=latents)
+    assert difference.abs().max().item() <= 1e-4
 
 
 def test_attention_runs_through_sdpa_and_matches_the_plain_processor(tiny_pipeline):
