@@ -6,25 +6,35 @@ and never the UNet subclass (diffusers loads that from ``unet/``; re-importing i
 create a second class of the same name).
 """
 
+import importlib
 import inspect
 import json
 import math
 import numbers
 import os
 import shutil
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from diffusers import (
     DDIMInverseScheduler,
     DiffusionPipeline,
     ImagePipelineOutput,
+    ModelMixin,
     SchedulerMixin,
     UNet2DConditionModel,
 )
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.image_processor import PipelineImageInput, VaeImageProcessor, is_valid_image_imagelist
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
-from diffusers.utils import logging, replace_example_docstring
+from diffusers.utils import (
+    USE_PEFT_BACKEND,
+    logging,
+    replace_example_docstring,
+    scale_lora_layers,
+    unscale_lora_layers,
+)
+from diffusers.utils.constants import DIFFUSERS_DYNAMIC_MODULE_NAME
 from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -90,7 +100,9 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         tokenizer: Optional[Any] = None,
     ):
         super().__init__()
-        self.check_scheduler(scheduler)
+        # None is allowed, as in Stable Diffusion (e.g. to encode prompts only); `check_inputs` refuses to sample then.
+        if scheduler is not None:
+            self.check_scheduler(scheduler)
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
 
     @staticmethod
@@ -125,6 +137,10 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return self._guidance_scale > 1
 
     @property
+    def cross_attention_kwargs(self):
+        return self._cross_attention_kwargs
+
+    @property
     def num_timesteps(self):
         return self._num_timesteps
 
@@ -139,6 +155,49 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if getattr(pipeline, "unet", None) is not None:
             kwargs.setdefault("unet", pipeline.unet)
         return super().from_pipe(pipeline, **kwargs)
+
+    @classmethod
+    def load_config(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """The folder's index, read so that `from_pretrained` through this class uses the installed code.
+
+        `save_pretrained` records this class and the UNet's as `[module, class]` beside copies of their
+        source files, for `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`. Someone who
+        calls `MNistDDIMPipeline.from_pretrained` already has the code: diffusers would still import the
+        folder's copies (and ask for `trust_remote_code`), so each entry whose class is defined next to this
+        module is pointed at that installed module instead, and the folder's `.py` files are never imported.
+        A class that was itself loaded as remote code keeps diffusers' rules.
+        """
+        loaded = super().load_config(pretrained_model_name_or_path, *args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        package = cls.__module__.rpartition(".")[0]
+        if "_class_name" not in config or not package or package.split(".")[0] == DIFFUSERS_DYNAMIC_MODULE_NAME:
+            return loaded
+        if isinstance(config["_class_name"], (list, tuple)):
+            # a plain name: diffusers then builds `cls` itself instead of importing the folder's pipeline file
+            config["_class_name"] = cls.__name__
+        for name, entry in config.items():
+            if name.startswith("_") or not isinstance(entry, (list, tuple)) or len(entry) != 2:
+                continue
+            module_name, class_name = entry
+            if not isinstance(module_name, str) or not module_name.isidentifier() or not isinstance(class_name, str):
+                continue
+            if module_name in ("diffusers", "transformers"):
+                continue
+            try:  # only this package's own modules: a name from the folder never reaches anything else
+                module = importlib.import_module(f"{package}.{module_name}")
+            except ImportError:
+                continue
+            component_class = getattr(module, class_name, None)
+            if not isinstance(component_class, type) or not issubclass(component_class, (ModelMixin, SchedulerMixin)):
+                continue
+            # diffusers resolves a full module path from `sys.modules` (the import above put it there), and
+            # picks the loading method by the base class of that name in the module: our module subclasses
+            # `UNet2DConditionModel` and never names `ModelMixin` itself, so name it there.
+            for base in (ModelMixin, SchedulerMixin):
+                if issubclass(component_class, base) and getattr(module, base.__name__, None) is not base:
+                    setattr(module, base.__name__, base)
+            config[name] = [module.__name__, class_name]
+        return loaded
 
     # ------------------------------------------------------------------ saving
 
@@ -247,18 +306,23 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     def check_inputs(
         self,
         prompt,
-        batch_size,
-        num_images_per_prompt,
         num_inference_steps,
-        eta,
-        guidance_scale,
-        latents,
-        prompt_embeds,
-        negative_prompt,
-        negative_prompt_embeds,
-        generator,
-        callback_on_step_end_tensor_inputs,
+        negative_prompt=None,
+        prompt_embeds=None,
+        negative_prompt_embeds=None,
+        callback_on_step_end_tensor_inputs=None,
+        batch_size=None,
+        num_images_per_prompt=1,
+        eta=0.0,
+        guidance_scale=1.0,
+        latents=None,
+        generator=None,
+        cross_attention_kwargs=None,
     ):
+        if self.scheduler is None:
+            raise ValueError(
+                "this pipeline has no `scheduler`: pass one to the constructor, or assign `pipe.scheduler`"
+            )
         # A scheduler may have been assigned after construction: check the one in use.
         self.check_scheduler(self.scheduler)
         if prompt is not None and prompt_embeds is not None:
@@ -276,7 +340,11 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if num_images_per_prompt is None:
             raise ValueError("`num_images_per_prompt` must be a positive integer, not None")
         max_steps = self.scheduler.config.num_train_timesteps
-        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= max_steps:
+        if (
+            not isinstance(num_inference_steps, int)
+            or isinstance(num_inference_steps, bool)  # True is an int to Python, not a step count
+            or not 1 <= num_inference_steps <= max_steps
+        ):
             raise ValueError(
                 f"`num_inference_steps` must be an integer from 1 to {max_steps}, not {num_inference_steps!r}"
             )
@@ -309,11 +377,19 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             ("prompt_embeds", prompt_embeds),
             ("negative_prompt_embeds", negative_prompt_embeds),
         ):
+            if tensor is not None and not isinstance(tensor, torch.Tensor):
+                raise ValueError(f"`{name}` must be a torch.Tensor, not {type(tensor).__name__}")
             if tensor is not None and not torch.isfinite(tensor).all():
                 raise ValueError(f"`{name}` holds NaN or infinite values: pass finite numbers")
         if prompt_embeds is not None and prompt_embeds.ndim != 3:
             raise ValueError(
                 f"`prompt_embeds` must have shape (batch, tokens, width), not {tuple(prompt_embeds.shape)}"
+            )
+        width = self.unet.config.cross_attention_dim if self.unet is not None else None
+        if prompt_embeds is not None and width is not None and prompt_embeds.shape[-1] != width:
+            raise ValueError(
+                f"`prompt_embeds` must be {width} wide (the UNet's cross_attention_dim), "
+                f"not {prompt_embeds.shape[-1]}: shape (batch, tokens, {width})"
             )
         if negative_prompt_embeds is not None and (
             prompt_embeds is None or negative_prompt_embeds.shape != prompt_embeds.shape
@@ -326,14 +402,44 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                     f"`batch_size` ({batch_size}) counts prompts when a prompt is given, and there are {num_prompts}: "
                     "leave it out and use `num_images_per_prompt` for more images of each prompt"
                 )
+        if not (
+            generator is None
+            or isinstance(generator, torch.Generator)
+            or (isinstance(generator, list) and generator and all(isinstance(g, torch.Generator) for g in generator))
+        ):
+            raise ValueError(
+                f"`generator` must be a torch.Generator or a list of them (one per image), not {generator!r}"
+            )
         if isinstance(generator, list) and latents is not None:
             raise ValueError("pass either `latents` or a list of generators, not both")
+        if cross_attention_kwargs is not None:
+            if not isinstance(cross_attention_kwargs, dict):
+                raise ValueError(
+                    f"`cross_attention_kwargs` must be a dict, not {type(cross_attention_kwargs).__name__}"
+                )
+            if "scale" in cross_attention_kwargs and not self._is_real(cross_attention_kwargs["scale"]):
+                raise ValueError(
+                    "`cross_attention_kwargs['scale']` (the LoRA scale) must be a finite number, "
+                    f"not {cross_attention_kwargs['scale']!r}"
+                )
         if callback_on_step_end_tensor_inputs is not None and not all(
             k in self._callback_tensor_inputs for k in callback_on_step_end_tensor_inputs
         ):
             raise ValueError(
                 f"`callback_on_step_end_tensor_inputs` must be a subset of {self._callback_tensor_inputs}"
             )
+
+    def _non_finite_message(self, what: str, suspects: List[str]) -> str:
+        if suspects:
+            named = ", ".join(f"`{name}`" for name in suspects)
+            return (
+                f"{what} hold NaN or infinite values: {named} drove the float32 arithmetic out of range; "
+                "pass values of ordinary size (a guidance scale of at most tens, latents and embeddings of order 1)"
+            )
+        return (
+            f"{what} hold NaN or infinite values although every input was finite and ordinary: "
+            f"the model's weights or its dtype ({self.unet.dtype}) cannot represent this computation"
+        )
 
     @staticmethod
     def _is_real(value) -> bool:
@@ -386,6 +492,7 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         negative_prompt: Optional[Union[str, List[str]]] = None,
         prompt_embeds: Optional[torch.Tensor] = None,
         negative_prompt_embeds: Optional[torch.Tensor] = None,
+        lora_scale: Optional[float] = None,
     ):
         r"""
         Encodes the prompt into the network's context, as Stable Diffusion's `encode_prompt`.
@@ -400,20 +507,32 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             prompt_embeds (`torch.Tensor`, *optional*): precomputed contexts (B, tokens, width).
             negative_prompt_embeds (`torch.Tensor`, *optional*): precomputed negative contexts, shaped as
                 `prompt_embeds`.
+            lora_scale (`float`, *optional*): the scale of the text encoder's LoRA layers while encoding (as
+                Stable Diffusion, which takes it from `cross_attention_kwargs["scale"]`).
 
         Returns:
             `(prompt_embeds, negative_prompt_embeds)`: the second is `None` without guidance.
         """
-        if prompt_embeds is None:
-            prompt_embeds = self._encode_text(prompt, device)
-        num_prompts = prompt_embeds.shape[0]
+        if lora_scale is not None and isinstance(self, StableDiffusionLoraLoaderMixin):
+            self._lora_scale = lora_scale
+        # As Stable Diffusion, with the scale undone also when encoding raises (an unknown word, say).
+        scaled = lora_scale is not None and self.text_encoder is not None and USE_PEFT_BACKEND
+        if scaled:
+            scale_lora_layers(self.text_encoder, lora_scale)
+        try:
+            if prompt_embeds is None:
+                prompt_embeds = self._encode_text(prompt, device)
+            num_prompts = prompt_embeds.shape[0]
+            if do_classifier_free_guidance and negative_prompt_embeds is None and negative_prompt is not None:
+                negatives = [negative_prompt] * num_prompts if isinstance(negative_prompt, str) else negative_prompt
+                negative_prompt_embeds = self._encode_text(negatives, device)
+        finally:
+            if scaled:
+                unscale_lora_layers(self.text_encoder, lora_scale)
         dtype = self.unet.dtype if self.unet is not None else prompt_embeds.dtype
         prompt_embeds = prompt_embeds.to(device=device, dtype=dtype).repeat_interleave(num_images_per_prompt, dim=0)
         if not do_classifier_free_guidance:
             return prompt_embeds, None
-        if negative_prompt_embeds is None and negative_prompt is not None:
-            negatives = [negative_prompt] * num_prompts if isinstance(negative_prompt, str) else negative_prompt
-            negative_prompt_embeds = self._encode_text(negatives, device)
         if negative_prompt_embeds is None:
             return prompt_embeds, torch.zeros_like(prompt_embeds)
         negative_prompt_embeds = negative_prompt_embeds.to(device=device, dtype=dtype)
@@ -438,20 +557,91 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         # float32 at least (a float64 UNet keeps float64, to measure the sampler's exactness)
         return torch.promote_types(self.unet.dtype, torch.float32)
 
+    # Copied from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion.StableDiffusionPipeline.prepare_extra_step_kwargs
     def prepare_extra_step_kwargs(self, generator, eta):
-        # Not every scheduler takes eta (DDIM's sigma scale) or a generator.
-        parameters = set(inspect.signature(self.scheduler.step).parameters)
-        kwargs = {"eta": eta} if "eta" in parameters else {}
-        if "generator" in parameters:
-            kwargs["generator"] = generator
-        return kwargs
+        # prepare extra kwargs for the scheduler step, since not all schedulers have the same signature
+        # eta (η) is only used with the DDIMScheduler, it will be ignored for other schedulers.
+        # eta corresponds to η in DDIM paper: https://huggingface.co/papers/2010.02502
+        # and should be between [0, 1]
+
+        accepts_eta = "eta" in set(inspect.signature(self.scheduler.step).parameters.keys())
+        extra_step_kwargs = {}
+        if accepts_eta:
+            extra_step_kwargs["eta"] = eta
+
+        # check if the scheduler accepts generator
+        accepts_generator = "generator" in set(inspect.signature(self.scheduler.step).parameters.keys())
+        if accepts_generator:
+            extra_step_kwargs["generator"] = generator
+        return extra_step_kwargs
 
     # ------------------------------------------------------------------ inversion
+
+    def _images_for_inversion(self, images) -> torch.Tensor:
+        """`invert`'s images as a float32 (B, C, H, W) tensor in [0, 1], refused before any work when they cannot be."""
+        size, channels = self.unet.config.sample_size, self.unet.config.in_channels
+        accepted = (
+            f"{size}x{size} images with values in [0, 1]: torch tensors ({channels}, {size}, {size}) or "
+            f"(B, {channels}, {size}, {size}), float numpy arrays ({size}, {size}), ({size}, {size}, {channels}) or "
+            f"(B, {size}, {size}, {channels}), PIL images, or a list of one of these"
+        )
+        if not is_valid_image_imagelist(images) or (isinstance(images, list) and not images):
+            raise ValueError(f"`images` must be {accepted}, not {type(images).__name__}")
+        items = images if isinstance(images, list) else [images]
+        kinds = {
+            "tensor" if isinstance(i, torch.Tensor) else "PIL" if getattr(i, "shape", None) is None else "numpy"
+            for i in items
+        }
+        if len(kinds) > 1:
+            raise ValueError(f"`images` mixes {' and '.join(sorted(kinds))} images: pass one kind")
+        for item in items:  # the size first, so that a huge image costs nothing
+            shape = getattr(item, "shape", None)
+            if shape is None:  # a PIL image: (width, height)
+                spatial = tuple(item.size)
+            elif isinstance(item, torch.Tensor) or len(shape) == 2:
+                spatial = tuple(shape[-2:])
+            else:  # numpy (H, W, C), (B, H, W) or (B, H, W, C), as diffusers' image processor reads them
+                spatial = tuple(shape[:2] if len(shape) == 3 and shape[-1] == channels else shape[1:3])
+            if spatial != (size, size):
+                raise ValueError(f"`images` must be {accepted}; got an image of {spatial[0]}x{spatial[1]}")
+            if shape is not None and not (
+                torch.is_floating_point(item) if isinstance(item, torch.Tensor) else item.dtype.kind == "f"
+            ):
+                raise ValueError(
+                    f"`images` must hold floats in [0, 1], not {item.dtype}: divide 0-255 pixels by 255, "
+                    "or pass PIL images"
+                )
+        if isinstance(items[0], torch.Tensor):
+            x = torch.cat(
+                [i if i.ndim == 4 else i.reshape(-1, *i.shape[-3:]) if i.ndim == 3 else i[None, None] for i in items]
+            )
+        else:  # PIL images and numpy arrays as any diffusers pipeline takes them (PIL in any mode)
+            processor = VaeImageProcessor(
+                vae_scale_factor=1,
+                do_resize=False,
+                do_normalize=False,
+                do_convert_grayscale=channels == 1,
+                do_convert_rgb=channels == 3,
+            )
+            x = processor.preprocess(images)
+        if tuple(x.shape[1:]) != (channels, size, size):
+            raise ValueError(f"`images` must be {accepted}; got shape {tuple(x.shape)}")
+        # Standard strides: an image processor's (B, H, W, 1) view reads as channels-last to the convolutions,
+        # which then round differently from the same pixels given as a tensor.
+        x = x.to(torch.float32).clone(memory_format=torch.contiguous_format)
+        if not torch.isfinite(x).all():
+            raise ValueError("`images` hold NaN or infinite values: pass finite values in [0, 1]")
+        if x.min() < 0 or x.max() > 1:
+            raise ValueError(
+                f"`images` must hold values in [0, 1], not [{x.min().item():g}, {x.max().item():g}]: "
+                "map [-1, 1] images with (x + 1) / 2 and 0-255 pixels with x / 255"
+            )
+        return x
 
     @torch.no_grad()
     def invert(
         self,
-        images: torch.Tensor,
+        images: PipelineImageInput,
         prompt: Optional[Union[str, List[str]]] = None,
         num_inference_steps: int = 50,
         prompt_embeds: Optional[torch.Tensor] = None,
@@ -465,21 +655,30 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         this pipeline's scheduler config so that it inverts exactly the sampler in use.
 
         Args:
-            images (`torch.Tensor`): (B, C, H, W) in [0, 1].
+            images (`torch.Tensor`, `np.ndarray`, `PIL.Image.Image` or a list of them):
+                Images of the UNet's `sample_size` (32 x 32) with values in [0, 1], as diffusers' image
+                processor reads them: tensors (B, C, H, W) or (C, H, W); float arrays (B, H, W, C), (H, W, C) or
+                (H, W); PIL images in any mode (converted to grayscale). Anything else is refused at once.
             prompt (`str` or `List[str]`, *optional*): one prompt, or one per image; `None` is unconditional.
             num_inference_steps (`int`, *optional*, defaults to 50): steps S of the same schedule as sampling.
-            prompt_embeds (`torch.Tensor`, *optional*): precomputed contexts instead of `prompt`.
+            prompt_embeds (`torch.Tensor`, *optional*): precomputed contexts instead of `prompt`, one per image.
 
         Returns:
             `torch.Tensor`: the latents x_T, float32 (float64 with a float64 UNet), on the execution device.
         """
-        self.check_inputs(prompt, None, 1, num_inference_steps, 0.0, 1.0, None, prompt_embeds, None, None, None, None)
+        self.check_inputs(prompt=prompt, num_inference_steps=num_inference_steps, prompt_embeds=prompt_embeds)
         if "timestep_spacing" not in self.scheduler.config or "set_alpha_to_one" not in self.scheduler.config:
             raise ValueError(f"invert() needs a DDIM scheduler, not {type(self.scheduler).__name__}")
+        images = self._images_for_inversion(images)
         device = self._execution_device
         batch_size = images.shape[0]
         if isinstance(prompt, list) and len(prompt) != batch_size:
             raise ValueError(f"got {len(prompt)} prompts for {batch_size} images: pass one prompt, or one per image")
+        if prompt_embeds is not None and prompt_embeds.shape[0] != batch_size:
+            raise ValueError(
+                f"got `prompt_embeds` for {prompt_embeds.shape[0]} images and {batch_size} `images`: pass one per image"
+            )
+        suspects = ["prompt_embeds"] if prompt_embeds is not None else []
         if prompt is not None:
             prompt_embeds, _ = self.encode_prompt(prompt, device, batch_size if isinstance(prompt, str) else 1)
         if prompt_embeds is not None:
@@ -497,6 +696,8 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             eps = self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=context).sample.to(x.dtype)
             x = inverse_scheduler.step(eps, t, x).prev_sample
         self.maybe_free_model_hooks()
+        if not torch.isfinite(x).all():
+            raise ValueError(self._non_finite_message("the inverted latents", suspects))
         return x
 
     # ------------------------------------------------------------------ sampling
@@ -506,21 +707,24 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     def __call__(
         self,
         prompt: Optional[Union[str, List[str]]] = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 1.0,
+        negative_prompt: Optional[Union[str, List[str]]] = None,
         num_images_per_prompt: int = 1,
         batch_size: Optional[int] = None,
-        num_inference_steps: int = 50,
         eta: float = 0.0,
-        guidance_scale: float = 1.0,
         generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
         latents: Optional[torch.Tensor] = None,
         prompt_embeds: Optional[torch.Tensor] = None,
+        negative_prompt_embeds: Optional[torch.Tensor] = None,
         output_type: str = "pil",
         return_dict: bool = True,
-        callback_on_step_end: Optional[Callable[[Any, int, int, Dict], Dict]] = None,
+        cross_attention_kwargs: Optional[Dict[str, Any]] = None,
+        callback_on_step_end: Optional[
+            Union[Callable[[Any, int, int, Dict], Dict], PipelineCallback, MultiPipelineCallbacks]
+        ] = None,
         callback_on_step_end_tensor_inputs: Optional[List[str]] = None,
-        negative_prompt: Optional[Union[str, List[str]]] = None,
-        negative_prompt_embeds: Optional[torch.Tensor] = None,
-    ):
+    ) -> Union[ImagePipelineOutput, Tuple]:
         r"""
         Samples digits with DDIM (Lesson 6: equation 12 of the DDIM paper, no clipping).
 
@@ -528,20 +732,23 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             prompt (`str` or `List[str]`, *optional*, defaults to `None`):
                 Digits to draw, as words or numerals ("seven", "7"); lowercased and stripped. `None`
                 samples unconditionally with the lesson's zero context.
+            num_inference_steps (`int`, *optional*, defaults to 50):
+                DDIM steps S, at the stride 1000 // S from 0 and walked backwards: for S dividing 1000
+                exactly Lesson 6's `range(0, 1000, 1000 // S)`; otherwise that range has a few more entries.
+            guidance_scale (`float`, *optional*, defaults to 1.0):
+                Classifier-free guidance weight w: eps = eps(negative) + w * (eps(prompt) - eps(negative)).
+                Values <= 1 disable guidance (1 is the lesson's plain conditional sampling), as in Stable Diffusion.
+            negative_prompt (`str` or `List[str]`, *optional*):
+                What guidance steers away from (one, or one per prompt); used only when `guidance_scale` > 1.
+                Without it, guidance is against the lesson's zero context.
             num_images_per_prompt (`int`, *optional*, defaults to 1):
                 Images per prompt (per `prompt_embeds` row); unconditionally, images per `batch_size`.
             batch_size (`int`, *optional*):
                 Without a prompt: the number of images (times `num_images_per_prompt`), default 1.
                 With a prompt it counts prompts, as in Stable Diffusion: it may be left out, and is
                 refused unless it equals the number of prompts (use `num_images_per_prompt` for more).
-            num_inference_steps (`int`, *optional*, defaults to 50):
-                DDIM steps S, at the stride 1000 // S from 0 and walked backwards: for S dividing 1000
-                exactly Lesson 6's `range(0, 1000, 1000 // S)`; otherwise that range has a few more entries.
             eta (`float`, *optional*, defaults to 0.0):
                 DDIM's eta, from 0 to 1: 0 is deterministic (the lesson), 1 has DDPM's posterior variance.
-            guidance_scale (`float`, *optional*, defaults to 1.0):
-                Classifier-free guidance weight w: eps = eps(negative) + w * (eps(prompt) - eps(negative)).
-                Values <= 1 disable guidance (1 is the lesson's plain conditional sampling), as in Stable Diffusion.
             generator (`torch.Generator` or `List[torch.Generator]`, *optional*):
                 Seeds the latents (and eta > 0 noise). A list gives each image its own generator, so
                 an image depends on its seed only, not on the batch size.
@@ -550,21 +757,21 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 Scaled by the scheduler's `init_noise_sigma` (1 for DDIM).
             prompt_embeds (`torch.Tensor`, *optional*):
                 Precomputed contexts (B, tokens, cross_attention_dim), e.g. interpolated prompts.
+            negative_prompt_embeds (`torch.Tensor`, *optional*):
+                Precomputed negative contexts, shaped as `prompt_embeds`.
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"`, `"np"` (N, H, W, C) or `"pt"` (N, C, H, W) with values in [0, 1]; or `"latent"`:
                 the final x_0 as the scheduler left it, (N, C, H, W) in about [-1, 1], unclamped.
             return_dict (`bool`, *optional*, defaults to `True`):
                 Return an [`~pipelines.ImagePipelineOutput`] rather than a tuple.
+            cross_attention_kwargs (`dict`, *optional*):
+                Passed to the UNet's attention processors, as in Stable Diffusion; its `"scale"` is the LoRA scale
+                of this call (UNet and text encoder) when LoRA adapters are loaded.
             callback_on_step_end (`Callable`, *optional*):
                 Called as `callback_on_step_end(self, step, timestep, callback_kwargs)` after each step;
                 tensors it returns replace the pipeline's (diffusers' `SDCFGCutoffCallback` works).
             callback_on_step_end_tensor_inputs (`List[str]`, *optional*):
                 Tensors passed in `callback_kwargs`, among `latents`, `prompt_embeds` and `negative_prompt_embeds`.
-            negative_prompt (`str` or `List[str]`, *optional*):
-                What guidance steers away from (one, or one per prompt); used only when `guidance_scale` > 1.
-                Without it, guidance is against the lesson's zero context.
-            negative_prompt_embeds (`torch.Tensor`, *optional*):
-                Precomputed negative contexts, shaped as `prompt_embeds`.
 
         Examples:
 
@@ -575,24 +782,33 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         self.check_inputs(
-            prompt,
-            batch_size,
-            num_images_per_prompt,
-            num_inference_steps,
-            eta,
-            guidance_scale,
-            latents,
-            prompt_embeds,
-            negative_prompt,
-            negative_prompt_embeds,
-            generator,
-            callback_on_step_end_tensor_inputs,
+            prompt=prompt,
+            num_inference_steps=num_inference_steps,
+            negative_prompt=negative_prompt,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            batch_size=batch_size,
+            num_images_per_prompt=num_images_per_prompt,
+            eta=eta,
+            guidance_scale=guidance_scale,
+            latents=latents,
+            generator=generator,
+            cross_attention_kwargs=cross_attention_kwargs,
         )
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be 'pil', 'np', 'pt' or 'latent', not {output_type!r}")
         self._guidance_scale = guidance_scale
+        self._cross_attention_kwargs = cross_attention_kwargs
         self._interrupt = False
         device = self._execution_device
+        # What the caller chose that can overflow the float32 arithmetic, named if the result is not finite.
+        suspects = [
+            name for name, value in (("latents", latents), ("prompt_embeds", prompt_embeds)) if value is not None
+        ]
+        suspects += ["negative_prompt_embeds"] if negative_prompt_embeds is not None else []
+        suspects += ["guidance_scale"] if guidance_scale > 1 else []
+        suspects += ["cross_attention_kwargs"] if cross_attention_kwargs else []
 
         # 2. Encode the prompt. Unconditionally the context is the lesson's zeros, which the network's
         #    bias-free key/value projections turn into the same output at any token count.
@@ -601,14 +817,18 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             width = self.unet.config.cross_attention_dim
             prompt_embeds = torch.zeros(num_images, 1, width, device=device, dtype=self.unet.dtype)
         else:
+            lora_scale = (
+                self.cross_attention_kwargs.get("scale", None) if self.cross_attention_kwargs is not None else None
+            )
             prompt_embeds, negative_prompt_embeds = self.encode_prompt(
                 prompt,
                 device,
                 num_images_per_prompt,
                 self.do_classifier_free_guidance,
                 negative_prompt,
-                prompt_embeds,
-                negative_prompt_embeds,
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_prompt_embeds,
+                lora_scale=lora_scale,
             )
             num_images = prompt_embeds.shape[0]
 
@@ -629,7 +849,12 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             context = torch.cat([negative_prompt_embeds, prompt_embeds]) if guided else prompt_embeds
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = self.scheduler.scale_model_input(model_input, t).to(self.unet.dtype)
-            noise_pred = self.unet(model_input, t, encoder_hidden_states=context).sample.to(latents.dtype)
+            noise_pred = self.unet(
+                model_input,
+                t,
+                encoder_hidden_states=context,
+                cross_attention_kwargs=self.cross_attention_kwargs,
+            ).sample.to(latents.dtype)
             if guided:
                 noise_negative, noise_text = noise_pred.chunk(2)
                 noise_pred = noise_negative + self.guidance_scale * (noise_text - noise_negative)
@@ -639,9 +864,21 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 for k in callback_on_step_end_tensor_inputs or []:  # not a comprehension: its locals() are its own
                     callback_kwargs[k] = locals()[k]
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                for name, tensor in callback_outputs.items():
+                    if isinstance(tensor, torch.Tensor) and not torch.isfinite(tensor).all():
+                        self.maybe_free_model_hooks()
+                        raise ValueError(
+                            f"`callback_on_step_end` returned `{name}` holding NaN or infinite values at step {i}: "
+                            "return finite tensors"
+                        )
                 latents = callback_outputs.pop("latents", latents)
                 prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
                 negative_prompt_embeds = callback_outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
+                suspects += ["callback_on_step_end"] if "callback_on_step_end" not in suspects else []
+
+        if not torch.isfinite(latents).all():  # never a silent black or NaN image
+            self.maybe_free_model_hooks()
+            raise ValueError(self._non_finite_message("the sampled images", suspects))
 
         # 6. Post-process: x in [-1, 1] -> [0, 1]
         if output_type == "latent":
