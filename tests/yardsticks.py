@@ -24,6 +24,7 @@ def float32_rounding(pipe, **call) -> float:
     for name in ("unet", "text_encoder"):
         if getattr(double, name, None) is not None:
             getattr(double, name).to(torch.float64)
+            assert getattr(double, name).dtype == torch.float64, name  # else the yardstick would read 0
     with torch.no_grad():
         single, wide = pipe(**call).images, double(**call).images
     return (torch.as_tensor(single).double() - torch.as_tensor(wide).double()).abs().max().item()
