@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 HF_MODULES_CACHE="$work/modules" PYTHO
 
 mapfile -t requirements < <(python tests/lowest_versions_check.py requirements)
 [ -x "$venv/bin/python" ] || python -m venv "$venv"
-"$venv/bin/python" -m pip install -q torch==2.13.0
+"$venv/bin/python" -m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu  # the CPU build
 "$venv/bin/python" -m pip install -q "${requirements[@]}"
 echo "lowest versions: $("$venv/bin/python" -m pip freeze | grep -iE '^(diffusers|transformers|tokenizers|huggingface.hub|accelerate|safetensors|pillow|torch|jinja2)==' | tr '\n' ' ')"
 

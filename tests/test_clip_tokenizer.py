@@ -17,7 +17,7 @@ import pytest
 import regex
 import torch
 from conftest import perturbed_reference, save_lesson_checkpoint
-from test_compact_text_encoder import SIZE_LIMIT, folder_size, sample_in_fresh_process
+from test_compact_text_encoder import SIZE_LIMIT, folder_size, full_encoder_rounding, sample_in_fresh_process
 from test_round_trip import run_converter
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -184,7 +184,8 @@ def test_full_size_chain_with_the_clip_tokenizer_samples_the_prompts_without_the
     assert full_report["refusal"] is None  # CLIP embeds "eleven" silently, into a context the model never saw
     assert json.loads((full / "model_index.json").read_text())["text_encoder"] == ["transformers", "CLIPTextModel"]
     compact_images, compact_report = sample_in_fresh_process(compact, work)
-    assert np.array_equal(compact_images, full_images)
+    # Within the call's own float32 rounding, not bit for bit: see test_compact_text_encoder.py.
+    assert np.abs(compact_images - full_images).max() <= 4 * full_encoder_rounding(full)
     assert all(repr(prompt) in compact_report["refusal"] for prompt in LESSON_PROMPTS)
 
 

@@ -5,6 +5,7 @@ package cannot be imported, as in test_round_trip.py: the compact components mus
 their own code.
 """
 
+import copy
 import json
 from pathlib import Path
 
@@ -12,13 +13,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_CONTEXT, perturbed_reference, save_lesson_checkpoint
+from diffusers import DiffusionPipeline
 from hidden_package import run_without_package
 from test_round_trip import LOAD_AND_SAMPLE, run_converter
+from yardsticks import float32_rounding
 
 import pipeline_mnist_ddim.compact_text_encoder as compact_module
 from pipeline_mnist_ddim.commands import convert as convert_command
 from pipeline_mnist_ddim.compaction import LESSON_PROMPTS, compact_text_encoder
-from pipeline_mnist_ddim.text_encoder import build_text_encoder
+from pipeline_mnist_ddim.text_encoder import build_text_encoder, encode_prompts
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -58,6 +61,16 @@ def sample_in_fresh_process(folder: Path, work: Path, prompts=LESSON_PROMPTS):
     return np.load(images_path), json.loads(stdout.strip().splitlines()[-1])
 
 
+def full_encoder_rounding(folder: Path, prompts=LESSON_PROMPTS) -> float:
+    """``sample_in_fresh_process``'s call on ``folder``, float32 against float64 (tests/yardsticks.py): the scale of
+    the rounding by which the full encoder's contexts, computed in another process from another file than
+    the compact table's, may differ from the table's on some CPU."""
+    pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    latents = torch.randn(len(prompts), 1, 32, 32, generator=torch.Generator().manual_seed(SEED))
+    return float32_rounding(pipe, prompt=list(prompts), latents=latents, num_inference_steps=STEPS, output_type="np")
+
+
 def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -88,22 +101,33 @@ def sampled(folders):
 # ---------------------------------------------------------------- exactness
 
 
-def test_compact_folder_samples_the_20_prompts_exactly_as_the_full_encoder(sampled):
+def test_compact_folder_samples_the_20_prompts_as_the_full_encoder(folders, sampled):
     (full_images, _), (compact_images, _) = sampled
     assert full_images.shape == (20, 32, 32, 1)
-    assert np.array_equal(compact_images, full_images)  # identical, not merely close
+    # Identical on the machines measured (0.0), but the table was computed in the converter's process from the
+    # source encoder's file, the full folder's contexts in another process from its own copy: weights at other
+    # memory offsets, which some CPUs' kernels sum in another order. So: within the call's own float32 rounding.
+    assert np.abs(compact_images - full_images).max() <= 4 * full_encoder_rounding(folders[0])
 
 
 def test_compact_table_holds_the_full_encoders_contexts_bit_for_bit(tiny_text_encoder):
     text_encoder, tokenizer = tiny_text_encoder
     compact, compact_tokenizer = compact_text_encoder(text_encoder, tokenizer)
-    for prompt in LESSON_PROMPTS:
+    with torch.no_grad():
+        # The table is the encoder's output for the 20 prompts as one batch: the same call here gives the same bits.
+        table = encode_prompts(text_encoder, tokenizer, LESSON_PROMPTS)
+        wide = encode_prompts(copy.deepcopy(text_encoder).double(), tokenizer, LESSON_PROMPTS)
+    # One prompt at a time the encoder runs other matrix shapes, which may round differently on some CPUs
+    # (identical here): within a few times the encoder's own float32 rounding.
+    tolerance = 4 * (table.double() - wide).abs().max().item()
+    for index, prompt in enumerate(LESSON_PROMPTS):
         pad = dict(padding="max_length", truncation=True, return_tensors="pt")
         with torch.no_grad():
-            expected = text_encoder(tokenizer(prompt, max_length=tokenizer.model_max_length, **pad).input_ids)
+            alone = text_encoder(tokenizer(prompt, max_length=tokenizer.model_max_length, **pad).input_ids)
             actual = compact(compact_tokenizer(prompt, max_length=compact_tokenizer.model_max_length, **pad).input_ids)
-        assert torch.equal(actual.last_hidden_state, expected.last_hidden_state), prompt
-        assert torch.equal(actual[0], expected[0])
+        assert torch.equal(actual.last_hidden_state, table[index : index + 1]), prompt
+        assert torch.equal(actual[0], actual.last_hidden_state)
+        assert (actual.last_hidden_state - alone.last_hidden_state).abs().max().item() <= tolerance, prompt
 
 
 # ---------------------------------------------------------------- the folder

@@ -2,7 +2,7 @@
 
 A LoRA file is made as a trainer would: peft adapters (non-zero) on a copy of the UNet's
 attention projections, saved with `save_lora_weights`. The pipeline must then sample
-exactly what that adapted UNet samples, and the mixin's switches must do what they say.
+what that adapted UNet samples (to its float32 rounding), and the mixin's switches must do what they say.
 """
 
 import copy
@@ -12,6 +12,7 @@ import torch
 from conftest import seeded_latents
 from peft import LoraConfig  # a test dependency (the [test] extra)
 from peft.utils import get_peft_model_state_dict
+from yardsticks import float32_rounding
 
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
 from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
@@ -31,8 +32,11 @@ def make_pipeline(unet, tiny_text_encoder):
     return pipe
 
 
+CALL = dict(prompt="7", num_inference_steps=3, output_type="pt")
+
+
 def sample(pipe):
-    return pipe(prompt="7", latents=seeded_latents(1, seed=3), num_inference_steps=3, output_type="pt").images
+    return pipe(latents=seeded_latents(1, seed=3), **CALL).images
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +71,11 @@ def test_load_lora_weights_samples_what_the_adapted_unet_samples(
 ):
     pipe.load_lora_weights(lora_folder, adapter_name="digits")
     images = sample(pipe)
-    assert torch.equal(images, sample(make_pipeline(adapted_unet, tiny_text_encoder)))
+    # The loaded adapter weights are the file's tensors, at other memory offsets than the adapted UNet's, which
+    # some CPUs' kernels sum in another order: a few times the call's own float32 rounding, not bit for bit.
+    adapted = make_pipeline(adapted_unet, tiny_text_encoder)
+    tolerance = 4 * float32_rounding(adapted, latents=seeded_latents(1, seed=3), **CALL)
+    assert (images - sample(adapted)).abs().max().item() <= tolerance
     assert (images - base_images).abs().max().item() > 0.01
 
 

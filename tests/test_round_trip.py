@@ -15,6 +15,7 @@ from conftest import sample_in_process
 from diffusers import DiffusionPipeline
 from hidden_package import HIDE_PACKAGE, run_without_package
 from safetensors import safe_open
+from yardsticks import float32_rounding
 
 import pipeline_mnist_ddim.pipeline_mnist_ddim as pipeline_module
 import pipeline_mnist_ddim.unet_mnist as unet_module
@@ -183,7 +184,10 @@ def test_text_encoder_none_gives_a_pipeline_that_samples_unconditionally(
     latents = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(SEED))
     kwargs = dict(batch_size=2, latents=latents, num_inference_steps=2, output_type="pt")
     images = unconditional_pipeline_loaded(**kwargs).images
-    assert torch.equal(images, unconditional_pipeline(**kwargs).images)
+    # Weights read from the folder sit at other memory offsets than the in-memory ones, and some CPUs' kernels
+    # then sum in another order (seen on an AMD EPYC at batch 1): a few times the call's own float32 rounding.
+    tolerance = 4 * float32_rounding(unconditional_pipeline, **kwargs)
+    assert (images - unconditional_pipeline(**kwargs).images).abs().max().item() <= tolerance
 
 
 def test_text_encoder_none_gives_a_pipeline_that_refuses_prompts(unconditional_pipeline_loaded):
