@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import typing
+import unicodedata
 from typing import Callable, Dict, Iterator, Literal, Optional, Sequence, Tuple
 
 
@@ -30,6 +31,13 @@ USER_ERRORS = (ValueError, OSError)
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """The description as written (usage examples keep their lines), every flag with its default."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, its usage errors (which quote the bad value) printed terminal-safe as ours are."""
+
+    def error(self, message: str):
+        super().error(terminal_safe(message))
 
 
 def parse_settings(
@@ -59,7 +67,7 @@ def build_parser(dataclass_types: Sequence[type], description: Optional[str] = N
     values; a bool takes an optional value (``--flag``, ``--flag false``) and, when True by default, has a
     ``--no_flag`` complement. Field metadata (``help``, ``choices``, ``metavar``, ``required``) goes to argparse as is.
     """
-    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=description, formatter_class=HelpFormatter)
     for dataclass_type in dataclass_types:
         hints = typing.get_type_hints(dataclass_type)
         for field in dataclasses.fields(dataclass_type):
@@ -161,7 +169,8 @@ def headline(err: BaseException) -> str:
 
 
 def _message_lines(err: BaseException) -> list:
-    return [line.strip() for line in str(err).splitlines() if line.strip()]
+    # Lines end at "\n" only: a CR or form feed inside a quoted name stays in it, shown escaped by error_line.
+    return [line.strip() for line in str(err).split("\n") if line.strip()]
 
 
 # 128 + SIGINT: what a shell reports for a program stopped with Ctrl-C.
@@ -186,8 +195,42 @@ def quiet_on_ctrl_c(main: Callable[..., int]) -> Callable[..., int]:
 
 
 def report(err: BaseException) -> int:
-    print(f"error: {describe(err)}", file=sys.stderr)
+    print(error_line(describe(err)), file=sys.stderr)
     return 2
+
+
+# Longest ``error:`` line printed: a message quoting a hostile file's names must not flood the terminal.
+MAX_ERROR_CHARS = 2000
+
+
+def error_line(message: str) -> str:
+    """``error: message`` safe to print: one line, control characters shown as escapes, bounded length.
+
+    Messages quote names from files and the command line; a raw ESC, CR or bidi override in them would
+    let a file redraw or recolour the terminal, or make the line read as something else.
+    """
+    text = terminal_safe(message[:MAX_ERROR_CHARS])  # cut first: escaping a huge message would take long
+    if len(message) > MAX_ERROR_CHARS or len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 40] + f"... ({len(message)} characters in all)"
+    return f"error: {text}"
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every character a terminal could act on written as an escape (``\\x1b``, ``\\u202e``).
+
+    C0/C1 controls and DEL (category Cc), format characters such as bidi overrides and zero-width
+    joiners (Cf), line and paragraph separators (Zl, Zp), and undecodable bytes of a file name (Cs: the
+    surrogates Python keeps them as).
+    """
+    return "".join(_escape(char) if unicodedata.category(char) in _UNSAFE else char for char in text)
+
+
+_UNSAFE = {"Cc", "Cf", "Cs", "Zl", "Zp", "Co", "Cn"}
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def check_writable_location(path: str, what: str = "output folder", error: type = ValueError) -> None:
@@ -203,6 +246,42 @@ def check_writable_location(path: str, what: str = "output folder", error: type 
         raise error(f"cannot create the {what} {path}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise error(f"cannot write the {what} {path}: {ancestor} is not writable")
+    check_name_lengths(path, what, error)
+
+
+def check_name_lengths(path: str, what: str = "output folder", error: type = ValueError) -> None:
+    """Refuses a path whose names or length the file system cannot store: found now, not as "File name too
+    long" after the work. The limits are those of the nearest existing folder's file system."""
+    ancestor = os.path.abspath(path)
+    while not os.path.isdir(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    try:
+        name_max, path_max = os.pathconf(ancestor, "PC_NAME_MAX"), os.pathconf(ancestor, "PC_PATH_MAX")
+    except (OSError, ValueError):  # not answered here: the usual Linux limits
+        name_max, path_max = 255, 4096
+    full = os.fsencode(os.path.abspath(path))
+    shown = path if len(path) <= 120 else f"{path[:60]}...{path[-40:]}"
+    if len(full) >= path_max:
+        raise error(
+            f"cannot create the {what} {shown}: the path is {len(full)} bytes long, the limit here is {path_max - 1}"
+        )
+    for part in full.split(b"/"):
+        if len(part) > name_max:
+            raise error(
+                f"cannot create the {what} {shown}: the name {os.fsdecode(part[:40])}... is {len(part)} bytes long, "
+                f"the limit here is {name_max}"
+            )
+
+
+def print_path(path: str) -> None:
+    """Prints a path a tool wrote, as its bytes when the terminal's encoding cannot say them (a name that is
+    not valid UTF-8): a script reading the line gets the name that exists."""
+    try:
+        print(path)
+    except UnicodeEncodeError:  # raised before anything is written
+        sys.stdout.flush()
+        sys.stdout.buffer.write(os.fsencode(path) + b"\n")
+        sys.stdout.buffer.flush()
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ a missing key or a wrong shape is a :class:`CheckpointError` naming the keys.
 import math
 import os
 import re
+import stat
 import zipfile
 from typing import Dict, Optional, Tuple
 
@@ -48,6 +49,14 @@ _LEAF_RENAMES = [
 ]
 
 
+# The floating-point types a lesson network is trained, converted (--dtype) or saved in. Others (float8,
+# float4) it never used; some of them torch cannot even check for NaN, or have a NaN that check misses.
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+# The longest lesson key is under 70 characters: far longer names are not weights of this network, and
+# would make renaming and messages slow.
+MAX_KEY_CHARS = 256
+
+
 class CheckpointError(ValueError):
     """The file is not a usable Lesson 5e checkpoint."""
 
@@ -60,10 +69,7 @@ def read_checkpoint(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.T
     ``use_ema`` takes ``ema_state_dict`` (written by this project's training script) instead.
     Every weight must be a dense, finite, floating-point tensor that owns its elements.
     """
-    if os.path.isdir(path):
-        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"no such checkpoint file: {path}")
+    check_checkpoint_file(path)
     if path.endswith(".safetensors"):
         if use_ema:
             raise CheckpointError(
@@ -82,13 +88,40 @@ def read_checkpoint(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.T
     return _weights(payload, path, use_ema), _checkpoint_metadata(payload)
 
 
+def check_checkpoint_file(path: str) -> None:
+    """Refuses a path that is not a regular file before it is opened (a FIFO would block, /dev/zero never end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise CheckpointError(f"no such checkpoint file: {path}") from None
+    except (OSError, ValueError) as err:  # a loop of links, a name too long, a NUL byte
+        raise CheckpointError(f"cannot read the checkpoint {path}: {getattr(err, 'strerror', None) or err}") from err
+    if stat.S_ISDIR(mode):
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
+    if not stat.S_ISREG(mode):
+        kinds = {stat.S_ISFIFO: "a named pipe", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
+        kind = next((name for test, name in kinds.items() if test(mode)), "a socket or other special file")
+        raise CheckpointError(f"{path} is {kind}, not a checkpoint file: name a regular .pt or .safetensors file")
+
+
+def describe_key(key) -> str:
+    """A name from a file, as messages may quote it: a string cut to a bounded length; anything else by its type.
+
+    Never ``repr``: a crafted key (a tuple nested in itself 26 times) has a repr of gigabytes.
+    """
+    if not isinstance(key, str):
+        return f"<a key of type {type(key).__name__}>"
+    return key if len(key) <= 200 else f"{key[:160]}... ({len(key)} characters)"
+
+
 def read_training_state(path: str) -> dict:
     """What resuming needs from a checkpoint of our training script, its weights checked as the converter's.
 
     ``{"model": weights, "ema": EMA weights or None, "optimizer": its state dict, "step": int}``,
     weight names without the ``_unet.`` prefix.
     """
-    if not os.path.isfile(path) or path.endswith(".safetensors"):
+    check_checkpoint_file(path)
+    if path.endswith(".safetensors"):
         read_checkpoint(path)  # says what is wrong with a missing file or a folder
         payload = {}
     else:
@@ -114,7 +147,7 @@ def _weights(payload: dict, path: str, use_ema: bool) -> Dict[str, torch.Tensor]
         raise CheckpointError(f"{path} has no 'ema_state_dict' (it was trained without an EMA): drop --ema")
     state_dict = payload.get(key, payload)
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        found = sorted(map(repr, payload))[:8]
+        found = [f"'{describe_key(k)}'" if isinstance(k, str) else describe_key(k) for k in list(payload)[:8]]
         where = f"its '{key}'" if key in payload else "the file"
         raise CheckpointError(
             f"{path}: expected a Lesson 5e checkpoint (a dict whose '{key}' maps names to tensors) or a bare "
@@ -178,9 +211,15 @@ def _load_error_detail(err: Exception) -> str:
 def check_weights(state_dict: dict, path: str) -> dict:
     """Refuses what would load but sample garbage: odd keys; sparse, meta, integer or non-finite tensors."""
     problems = []
-    odd_keys = [repr(k) for k in state_dict if not isinstance(k, str)]
+    odd_keys = [k for k in state_dict if not isinstance(k, str)]
     if odd_keys:
-        raise CheckpointError(f"{path}: weight names must be strings, not {odd_keys[:5]}")
+        raise CheckpointError(f"{path}: weight names must be strings, not {_some(odd_keys)}")
+    long_keys = [k for k in state_dict if len(k) > MAX_KEY_CHARS]
+    if long_keys:
+        raise CheckpointError(
+            f"{path}: weight names of more than {MAX_KEY_CHARS} characters, which no Lesson 5e network has "
+            f"{_some(long_keys)}"
+        )
     not_dense = [k for k, v in state_dict.items() if v.layout != torch.strided or v.is_meta]
     if not_dense:
         problems.append(f"sparse or meta (data-less) tensors {_some(not_dense)}")
@@ -192,6 +231,13 @@ def check_weights(state_dict: dict, path: str) -> dict:
     not_float = [f"{k} ({v.dtype})" for k, v in state_dict.items() if not v.is_floating_point()]
     if not_float:
         problems.append(f"non-floating-point weights {_some(not_float)}")
+    # Refused by name before any numeric check: torch has no isfinite for some of these types.
+    unused = [
+        f"{k} ({v.dtype})" for k, v in state_dict.items() if v.is_floating_point() and v.dtype not in WEIGHT_DTYPES
+    ]
+    if unused:
+        accepted = ", ".join(str(dtype).replace("torch.", "") for dtype in WEIGHT_DTYPES)
+        problems.append(f"weights of a type Lesson 5e never used {_some(unused)} (accepted: {accepted})")
     if not problems:
         not_finite = [k for k, v in state_dict.items() if not torch.isfinite(v).all()]
         if not_finite:
@@ -202,7 +248,7 @@ def check_weights(state_dict: dict, path: str) -> dict:
 
 
 def _some(names, limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
+    shown = ", ".join(describe_key(name) for name in names[:limit])
     return f"[{shown}{f', ... ({len(names)} in all)' if len(names) > limit else ''}]"
 
 
@@ -224,9 +270,10 @@ def _checkpoint_metadata(payload: dict) -> dict:
 def strip_prefixes(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     stripped = {}
     for key, value in state_dict.items():
-        while key.startswith(WRAPPER_PREFIXES):
-            key = key.split(".", 1)[1]
-        stripped[key] = value
+        start = 0  # one slice at the end: cutting each prefix off in turn copies the key once per prefix
+        while key.startswith(WRAPPER_PREFIXES, start):
+            start = key.index(".", start) + 1
+        stripped[key[start:]] = value
     return stripped
 
 
@@ -245,7 +292,7 @@ def infer_unet_config(state_dict: Dict[str, torch.Tensor]) -> dict:
     }
     missing = [k for k in required if k not in state_dict]
     if missing:
-        raise CheckpointError(f"not a Lesson 5e network: missing {missing} (found e.g. {list(state_dict)[:3]})")
+        raise CheckpointError(f"not a Lesson 5e network: missing {missing} (found e.g. {_some(list(state_dict), 3)})")
     wrong_rank = [
         f"{k} has {state_dict[k].dim()} dimensions, expected {n}"
         for k, n in required.items()
@@ -316,11 +363,11 @@ def convert_state_dict(
     missing = sorted(set(target_keys_and_shapes) - set(converted))
     problems = []
     if unknown:
-        problems.append(f"unknown keys {sorted(unknown)}")
+        problems.append(f"unknown keys {_some(sorted(unknown), 10)}")
     if bad_shapes:
-        problems.append(f"wrong shapes {bad_shapes}")
+        problems.append(f"wrong shapes {_some(bad_shapes, 10)}")
     if missing:
-        problems.append(f"missing weights for {missing}")
+        problems.append(f"missing weights for {_some(missing, 10)}")
     if problems:
         raise CheckpointError("the checkpoint does not match the Lesson 5e network: " + "; ".join(problems))
     return converted

@@ -7,13 +7,14 @@ import inspect
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import warnings
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import DEFAULT_PIPELINE_DIR
-from .cli import check_writable_location
+from .cli import check_name_lengths, check_writable_location, terminal_safe
 from .files import is_hub_id
 from .pipeline_mnist_ddim import MNistDDIMPipeline
 
@@ -32,7 +33,7 @@ MODEL_CARD_TEMPLATE = """---
 A Lesson 5e network of the [mindiffusion](https://github.com/swookey-thinky/mindiffusion) course
 (a text-conditional MNIST DDPM), converted to diffusers, sampled with Lesson 6's 50-step DDIM.
 
-- Source checkpoint: `{{ checkpoint }}` (training step {{ step }}{{ loss }})
+- Source checkpoint: {{ checkpoint }} (training step {{ step }}{{ loss }})
 - Network: base width {{ base_channels }}, {{ in_channels }} channel(s), context dimension {{ cross_attention_dim }}
 - Text encoder: {{ text_encoder }}
 - Scheduler: `DDIMScheduler` with the lesson's float64 linear betas, `timestep_spacing="leading"`,
@@ -88,7 +89,7 @@ def model_card(
         card_data,
         template_str=MODEL_CARD_TEMPLATE,
         title=f"MNIST DDIM (Lesson 5e -> diffusers), base width {config.base_channels}",
-        checkpoint=os.path.basename(checkpoint),
+        checkpoint=markdown_code(os.path.basename(checkpoint)),
         step=meta["step"] if isinstance(meta.get("step"), int) else "unknown",  # never raw text from a file
         loss=loss,
         base_channels=config.base_channels,
@@ -107,21 +108,45 @@ def _load_snippet(repo: Optional[str]) -> str:
     # A bare name is an output folder here (uploads are named 'user/name'). The card is written
     # before the folder: "out/mnist" is local if "out" exists here.
     if is_hub_id(repo) and repo.count("/") == 1 and not os.path.isdir(repo.split("/")[0]):
-        return f'\npipe = DiffusionPipeline.from_pretrained("{repo}", trust_remote_code=True)'
+        return f"\npipe = DiffusionPipeline.from_pretrained({python_string(repo)}, trust_remote_code=True)"
     if os.path.abspath(repo) == os.path.abspath(DEFAULT_PIPELINE_DIR):
         return (
             "from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR  # pip install mnist-ddim-diffusers\n\n"
             "pipe = DiffusionPipeline.from_pretrained(DEFAULT_PIPELINE_DIR, trust_remote_code=True)"
         )
-    return f'\npipe = DiffusionPipeline.from_pretrained("{os.path.abspath(repo)}", trust_remote_code=True)'
+    return (
+        f"\npipe = DiffusionPipeline.from_pretrained({python_string(os.path.abspath(repo))}, trust_remote_code=True)"
+    )
+
+
+# Names from the command line and from files reach the card (Markdown, rendered as HTML on the Hub, and a
+# snippet readers run): each is quoted so that it can only ever read as the text it is.
+
+
+def python_string(text: str) -> str:
+    """``text`` as a Python string literal on one line: a quote in a path cannot end the string and add code."""
+    return '"' + terminal_safe(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+
+
+def markdown_code(text: str) -> str:
+    """``text`` as a Markdown code span, shown literally: no HTML, no emphasis, no way out of the span.
+
+    The span's backtick fence is longer than any run of backticks inside (CommonMark), and control
+    characters (a newline would end the paragraph) are written as escapes.
+    """
+    text = terminal_safe(text)
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    padding = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") else ""  # CommonMark strips one each side
+    return f"{fence}{padding}{text}{padding}{fence}"
 
 
 def _describe_text_encoder(source: Optional[str]) -> str:
     if not source or source.lower() == "none":
         return "none (unconditional only)"
     if os.path.isdir(source):  # a local path means nothing to readers of the card: name it only
-        return f"`{os.path.basename(os.path.normpath(source))}/` (a local folder; shipped here in `text_encoder/`, `tokenizer/`)"
-    return f"`{source}`"
+        name = markdown_code(os.path.basename(os.path.normpath(source)) + "/")
+        return f"{name} (a local folder; shipped here in `text_encoder/`, `tokenizer/`)"
+    return markdown_code(source)
 
 
 def load_pipeline_folder(source: Optional[str] = None, dtype=None):
@@ -179,6 +204,7 @@ def check_output_dir(output_dir: str, overwrite: bool, keep: Sequence[str] = ())
     # The result is staged beside the target and renamed into place: its parent must be writable.
     parent = os.path.dirname(os.path.abspath(output_dir))
     check_writable_location(parent, "parent folder of the output", OutputFolderError)
+    check_name_lengths(output_dir, "output folder", OutputFolderError)
     if not os.path.isdir(output_dir) or not os.listdir(output_dir):
         return
     if not overwrite:
@@ -210,15 +236,14 @@ def save_pipeline_folder(
     replacing = os.path.isdir(output_dir) and bool(os.listdir(output_dir))  # checked: ours, and overwrite asked
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(output_dir) + "-", dir=parent)
+    # A short prefix: a legal 255-byte output name must not make the staging name too long.
+    staging = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(output_dir)[:40] + "-", dir=parent)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private (0700); the result is an ordinary folder
     retired = None
     try:
-        pipe.save_pretrained(staging, safe_serialization=True)
-        if card is not None:
-            card.save(os.path.join(staging, "README.md"))
+        _write_folder(pipe, card, staging, output_dir)
         if replacing and is_our_pipeline_folder(output_dir):  # still ours: retire it until the new one is in place
             retired = staging + "-old"
             os.rename(output_dir, retired)
@@ -240,6 +265,29 @@ def save_pipeline_folder(
         if os.path.isdir(staging):
             shutil.rmtree(staging)
     return output_dir
+
+
+def _write_folder(pipe: MNistDDIMPipeline, card: Optional["ModelCard"], staging: str, output_dir: str) -> None:
+    """Writes the pipeline and its card into ``staging``; a failed write is an OSError naming ``output_dir``.
+
+    safetensors reports its own I/O failures, a full disk included, as a SafetensorError (not an OSError):
+    translated here so that the command says "no space left" in one line, not a traceback.
+    """
+    from safetensors import SafetensorError
+
+    try:
+        pipe.save_pretrained(staging, safe_serialization=True)
+        if card is not None:
+            card.save(os.path.join(staging, "README.md"))
+    except SafetensorError as err:
+        message = str(err)
+        if "os error 28" in message or "No space left" in message:
+            raise OSError(errno.ENOSPC, "No space left on device", output_dir) from err
+        raise OSError(errno.EIO, f"writing the weights failed ({message.strip()})", output_dir) from err
+    except OSError as err:
+        if err.errno == errno.ENOSPC:  # the staging folder's name means nothing to the user: name the target
+            raise OSError(errno.ENOSPC, "No space left on device", output_dir) from err
+        raise
 
 
 class HubUploadError(OSError):

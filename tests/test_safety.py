@@ -9,6 +9,7 @@ import errno
 import importlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -158,6 +159,12 @@ OUTPUT_CASES = {
     "--overwrite onto another pipeline's folder": (_setup_foreign_model_index, ["not a pipeline folder"]),
     "a path through a file": (lambda w: (w / "outputs" / "keep.txt" / "out", []), ["keep.txt", "is a file"]),
     "an existing file": (lambda w: (w / "outputs" / "keep.txt", ["--overwrite"]), ["is not a folder"]),
+    "a name of 256 bytes": (lambda w: (w / "outputs" / ("n" * 256), []), ["256 bytes long", "limit here is 255"]),
+    "a name of 256 bytes in 2-byte letters": (
+        lambda w: (w / "outputs" / ("é" * 128), []),
+        ["256 bytes long", "limit here is 255"],
+    ),
+    "a path of 4096 bytes": (lambda w: (w / "outputs" / ("p/" * 2048), []), ["bytes long", "limit here is 4095"]),
 }
 
 
@@ -214,17 +221,73 @@ def test_unwritable_parent_is_refused_before_converting(workdir, converter, conv
     assert tree(workdir) == before
 
 
-def _fill_the_disk(self, save_directory, **kwargs):
-    Path(save_directory, "half-written.safetensors").write_bytes(b"\0" * 100)
-    raise OSError(errno.ENOSPC, "No space left on device", str(Path(save_directory, "half-written.safetensors")))
+def _json_fills_the_disk(self, save_directory, **kwargs):
+    Path(save_directory, "model_index.json").write_bytes(b"{")
+    raise OSError(errno.ENOSPC, "No space left on device", str(Path(save_directory, "model_index.json")))
 
 
-def test_full_disk_keeps_the_replaced_folder_and_leaves_no_staging(workdir, converter, our_folder, monkeypatch):
-    monkeypatch.setattr("pipeline_mnist_ddim.pipeline_mnist_ddim.MNistDDIMPipeline.save_pretrained", _fill_the_disk)
+def _safetensors_fills_the_disk(tensors, filename, metadata=None):
+    """What safetensors' Rust writer raises on a full disk: a SafetensorError, which is not an OSError."""
+    from safetensors import SafetensorError
+
+    Path(filename).write_bytes(b"\0" * 100)
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+FULL_DISK_CASES = {
+    "safetensors' own error": ("safetensors.torch.save_file", _safetensors_fills_the_disk),
+    "an OSError writing a JSON file": (
+        "pipeline_mnist_ddim.pipeline_mnist_ddim.MNistDDIMPipeline.save_pretrained",
+        _json_fills_the_disk,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FULL_DISK_CASES)
+@pytest.mark.parametrize("overwrite", [True, False], ids=["--overwrite", "a new folder"])
+def test_full_disk_keeps_the_replaced_folder_and_leaves_no_staging(
+    case, overwrite, workdir, converter, our_folder, monkeypatch
+):
+    target, fake = FULL_DISK_CASES[case]
+    monkeypatch.setattr(target, fake)
     before = tree(workdir)
-    code, stderr = converter(*convert_args(workdir / "inputs" / "ckpt.pt", our_folder, "--overwrite"))
-    assert_refused(code, stderr, "no space left on the device")
+    output = our_folder if overwrite else workdir / "outputs" / "new"
+    code, stderr = converter(*convert_args(workdir / "inputs" / "ckpt.pt", output, *(["--overwrite"] * overwrite)))
+    assert_refused(code, stderr, "no space left on the device", str(output))
     assert tree(workdir) == before
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 16 MiB tmpfs (a tiny conversion writes ~10 MiB): mounting needs root, skipped otherwise."""
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8): the fake full-disk cases above still run")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mountpoint)], capture_output=True)
+    if mounted.returncode != 0:  # a container without CAP_SYS_ADMIN
+        pytest.skip(f"this machine refuses to mount a tmpfs ({mounted.stderr.decode().strip()})")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def test_a_really_full_disk_ends_in_one_line_and_keeps_every_file(workdir, converter, small_tmpfs):
+    checkpoint = workdir / "inputs" / "ckpt.pt"
+    filler = small_tmpfs / "filler.bin"
+    filler.write_bytes(b"\1" * (10 * 2**20))  # 6 MiB left: too little for a new folder
+    before = tree(small_tmpfs)
+    assert_refused(*converter(*convert_args(checkpoint, small_tmpfs / "new")), "no space left on the device")
+    assert tree(small_tmpfs) == before
+
+    filler.unlink()
+    assert converter(*convert_args(checkpoint, small_tmpfs / "pipe"))[0] == 0
+    (small_tmpfs / "keep.txt").write_text("precious output")
+    before = tree(small_tmpfs)  # the folder fills 10 of 16 MiB: no room for its replacement
+    code, stderr = converter(*convert_args(checkpoint, small_tmpfs / "pipe", "--overwrite"))
+    assert_refused(code, stderr, "no space left on the device", str(small_tmpfs / "pipe"))
+    assert tree(small_tmpfs) == before
 
 
 def test_ctrl_c_during_the_save_keeps_the_replaced_folder_and_leaves_no_staging(
@@ -305,6 +368,33 @@ def test_sigterm_during_the_save_removes_the_staging_folder(workdir):
     assert tree(workdir) == before  # neither the folder nor a .tmp-killed-* staging folder
 
 
+LEGAL_NAMES = {
+    "255 bytes": "n" * 255,
+    "255 bytes in 2- and 1-byte letters": "é" * 127 + "n",
+    "not valid UTF-8": os.fsdecode(b"out\xfe\xff"),
+}
+
+
+@pytest.mark.parametrize("case", LEGAL_NAMES)
+def test_legal_output_names_are_written_and_printed_as_they_are(case, workdir, convert_script, capsysbinary):
+    """The staging name stays short whatever the target's; the printed path is the name's bytes."""
+    output = workdir / "outputs" / LEGAL_NAMES[case]
+    assert convert_script.main([str(a) for a in convert_args(workdir / "inputs" / "ckpt.pt", output)]) == 0
+    assert capsysbinary.readouterr().out == os.fsencode(output) + b"\n"
+    assert (output / "model_index.json").is_file() and (output / "README.md").is_file()
+    assert sorted(p.name for p in (workdir / "outputs").iterdir()) == sorted(["keep.txt", output.name])
+
+
+def test_atomic_path_keeps_a_255_byte_name_and_its_extension(tmp_path):
+    from pipeline_mnist_ddim.files import atomic_path
+
+    target = tmp_path / ("g" * 251 + ".png")
+    with atomic_path(str(target)) as temporary:
+        assert temporary.endswith(".png") and len(os.path.basename(temporary)) < 100
+        Path(temporary).write_bytes(b"image")
+    assert [p.name for p in tmp_path.iterdir()] == [target.name] and target.read_bytes() == b"image"
+
+
 def test_written_folder_has_the_permissions_the_umask_gives(workdir, converter):
     umask = os.umask(0o022)
     try:
@@ -345,6 +435,20 @@ def _with(key, value):
 
 
 CONV_IN = "_unet.initial_convolution.weight"
+
+
+def _e8m0_nan(shape):
+    values = torch.full(shape, 127, dtype=torch.uint8)  # 2**0
+    values.view(-1)[0] = 0xFF  # e8m0's only NaN, which torch.isfinite calls finite
+    return values.view(torch.float8_e8m0fnu)
+
+
+def _as_dtype(tensor, name):
+    if name == "float4_e2m1fn_x2":  # two values a byte: no conversion from float32, only a view of bytes
+        return torch.zeros(tensor.shape, dtype=torch.uint8).view(torch.float4_e2m1fn_x2)
+    return tensor.to(getattr(torch, name))
+
+
 CHECKPOINT_CASES = {
     # id: (state dict edit or replacement, texts the message must hold)
     "a NaN weight": (
@@ -375,7 +479,17 @@ CHECKPOINT_CASES = {
         lambda sd: {**_required_keys_only(), "initial_convolution.weight": torch.zeros(32, 9)},
         ["initial_convolution.weight has 2 dimensions, expected 4"],
     ),
-    "non-string keys": (lambda sd: {**sd, 7: torch.zeros(1)}, ["names must be strings", "7"]),
+    "non-string keys": (lambda sd: {**sd, 7: torch.zeros(1)}, ["names must be strings", "<a key of type int>"]),
+    # float8 / float4: refused by name, before a NaN check that misses e8m0's NaN (0xFF) or crashes on the rest
+    "a float8_e8m0fnu NaN": (_with(CONV_IN, lambda t: _e8m0_nan(t.shape)), ["never used", "torch.float8_e8m0fnu"]),
+    **{
+        f"{name} weights": (_with(CONV_IN, lambda t, name=name: _as_dtype(t, name)), ["never used", f"torch.{name}"])
+        for name in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float4_e2m1fn_x2")
+    },
+    "a weight name with terminal escapes": (
+        lambda sd: {**sd, "\x1b[2J\x1b[31mEVIL\r\u202e": torch.zeros(1)},
+        ["unknown keys", "\\x1b[2J\\x1b[31mEVIL\\x0d\\u202e"],
+    ),
 }
 
 
@@ -404,6 +518,55 @@ def test_width_caps_are_base_256_context_4096_transformer_512():
     for name, cap in [("base_channels", 256), ("cross_attention_dim", 4096), ("transformer_inner_dim", 512)]:
         with pytest.raises(CheckpointError, match=f"{name} {cap + 32} \\(at most {cap}\\)"):
             check_unet_config({**at_caps, name: cap + 32})
+
+
+def _self_nested_tuple(depth):
+    key = ()
+    for _ in range(depth):
+        key = (key, key)  # pickled once per level (memo): 1.7 KB; its repr would be 2**depth long
+    return key
+
+
+HOSTILE_KEY_CASES = {
+    # id: (payload to torch.save, texts the message must hold); each refused in seconds, in a bounded line
+    "a tuple key nested in itself 26 times (1.7 KB)": (
+        lambda: {_self_nested_tuple(26): torch.zeros(1)},
+        ["names must be strings", "<a key of type tuple>"],
+    ),
+    "a top-level tuple key nested 26 times": (
+        lambda: {"model_state_dict": [1], _self_nested_tuple(26): 0},
+        ["top-level keys", "<a key of type tuple>"],
+    ),
+    "an 8.4 MB key of wrapper prefixes": (
+        lambda: {"module." * 1_200_000 + "x": torch.zeros(1)},
+        ["more than 256 characters", "(8400001 characters)"],
+    ),
+    "20000 unknown keys": (
+        lambda: {**_required_keys_only(), **{f"k{i}": torch.zeros(()) for i in range(20_000)}},
+        ["unknown keys", "(20000 in all)", "missing weights for"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_KEY_CASES)
+def test_hostile_keys_are_refused_in_bounded_time_and_memory(case, workdir, converter):
+    import resource
+    import time
+
+    make, expected = HOSTILE_KEY_CASES[case]
+    path = workdir / "inputs" / "hostile.pt"
+    torch.save(make(), path)
+    before = tree(workdir)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    start = time.perf_counter()
+    code, stderr = converter(*convert_args(path, workdir / "outputs" / "out"))
+    seconds = time.perf_counter() - start
+    message = assert_refused(code, stderr, *expected)
+    # Before: 25 s and 2.3 GB then a MemoryError (repr of the tuple), 104 s (the prefixes cut one by one).
+    assert seconds < 20, f"{seconds:.1f} s"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 1_000_000, "over 1 GB more memory"
+    assert len(message) <= 2000
+    assert tree(workdir) == before
 
 
 def test_zero_element_tensors_cannot_claim_an_absurd_width(workdir, converter):
@@ -506,6 +669,46 @@ def test_safetensors_with_a_nan_weight_is_refused(workdir, converter, tiny_refer
     assert tree(workdir) == before
 
 
+def test_safetensors_with_float8_weights_is_refused_by_type(workdir, converter, tiny_reference):
+    from safetensors.torch import save_file
+
+    state_dict = {k: v.contiguous().clone() for k, v in lesson_state_dict(tiny_reference).items()}
+    state_dict[CONV_IN] = state_dict[CONV_IN].to(torch.float8_e4m3fn)
+    save_file(state_dict, workdir / "inputs" / "f8.safetensors")
+    before = tree(workdir)
+    code, stderr = converter(*convert_args(workdir / "inputs" / "f8.safetensors", workdir / "outputs" / "out"))
+    assert_refused(code, stderr, "never used", "torch.float8_e4m3fn", "accepted: float32, float16, bfloat16")
+    assert tree(workdir) == before
+
+
+SPECIAL_FILES = {
+    # id: (set-up returning the checkpoint path, texts the message must hold)
+    "a named pipe (reading it would block)": (
+        lambda w: (os.mkfifo(w / "inputs" / "pipe.pt"), w / "inputs" / "pipe.pt")[1],
+        ["is a named pipe, not a checkpoint file"],
+    ),
+    "/dev/zero (reading it would never end)": (lambda w: "/dev/zero", ["/dev/zero is a character device"]),
+    "a link to /dev/zero": (
+        lambda w: ((w / "inputs" / "zero.pt").symlink_to("/dev/zero"), w / "inputs" / "zero.pt")[1],
+        ["zero.pt is a character device"],
+    ),
+    "a loop of links": (
+        lambda w: ((w / "inputs" / "loop.pt").symlink_to(w / "inputs" / "loop.pt"), w / "inputs" / "loop.pt")[1],
+        ["cannot read the checkpoint", "loop.pt", "symbolic links"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SPECIAL_FILES)
+def test_a_checkpoint_that_is_not_a_regular_file_is_named_for_what_it_is(case, workdir, converter):
+    setup, expected = SPECIAL_FILES[case]
+    path = setup(workdir)
+    before = tree(workdir)
+    message = assert_refused(*converter(*convert_args(path, workdir / "outputs" / "out")), *expected)
+    assert "no such checkpoint file" not in message
+    assert tree(workdir) == before
+
+
 def test_metadata_that_is_not_a_step_and_a_loss_stays_out_of_the_model_card(workdir, converter, tiny_reference):
     """A multi-element `loss` and a `step` holding text are left out (the card says "unknown"), not pasted raw."""
     torch.save(
@@ -526,6 +729,52 @@ def test_model_card_keeps_an_integer_step_and_a_scalar_loss(workdir, converter):
     output = workdir / "outputs" / "out"
     assert converter(*convert_args(workdir / "inputs" / "ckpt.pt", output))[0] == 0
     assert "(training step 100, loss 0.0421)" in (output / "README.md").read_text()
+
+
+INJECTED_OUTPUT = 'd/x", trust_remote_code=True); __import__("os").system("touch PWNED"); ("'
+INJECTED_CHECKPOINT = "ck`\n<img src=x onerror=alert(1)>``.pt"
+
+
+def _card_code(card: str) -> str:
+    return card.split("```py\n", 1)[1].split("\n```", 1)[0]
+
+
+def _code_spans_hold(line: str, text: str) -> bool:
+    """Whether every occurrence of ``text`` in ``line`` lies inside a CommonMark code span (a run of N
+    backticks up to the next run of exactly N)."""
+    inside, position = [], 0
+    while True:
+        opening = re.compile(r"`+").search(line, position)
+        if opening is None:
+            break
+        closing = re.compile(rf"(?<!`){opening[0]}(?!`)").search(line, opening.end())
+        if closing is None:
+            break
+        inside.append((opening.end(), closing.start()))
+        position = closing.end()
+    found = [m.start() for m in re.finditer(re.escape(text), line)]
+    return bool(found) and all(any(a <= i and i + len(text) <= b for a, b in inside) for i in found)
+
+
+def test_paths_and_names_reach_the_model_card_quoted(workdir, converter):
+    """An output folder and a checkpoint named to break out of the card's code (a runnable line) and code span
+    (raw HTML) appear only as quoted text: the snippet is one call with one string, the HTML sits in a span."""
+    import ast
+
+    checkpoint = workdir / "inputs" / INJECTED_CHECKPOINT
+    shutil.copy(workdir / "inputs" / "ckpt.pt", checkpoint)
+    output = workdir / "outputs" / INJECTED_OUTPUT
+    code, stderr = converter(*convert_args(checkpoint, output))
+    assert code == 0, stderr
+    card = (output / "README.md").read_text()
+    calls = [node for node in ast.walk(ast.parse(_card_code(card))) if isinstance(node, ast.Call)]
+    loads = [call for call in calls if getattr(call.func, "attr", None) == "from_pretrained"]
+    assert len(loads) == 1 and ast.literal_eval(loads[0].args[0]) == str(output)
+    assert not any(getattr(call.func, "attr", None) == "system" for call in calls)
+    source_line = next(line for line in card.splitlines() if line.startswith("- Source checkpoint:"))
+    assert source_line.endswith("(training step 100, loss 0.0421)")  # the newline did not end the line
+    assert _code_spans_hold(source_line, "<img src=x onerror=alert(1)>")
+    assert not (workdir / "inputs" / "PWNED").exists()
 
 
 # ================================================================= 2b. text encoders that are not what they claim
@@ -835,3 +1084,78 @@ def test_long_running_scripts_refuse_an_impossible_output_folder_before_working(
     code = load_script(script).main([*argv, "--output_dir", str(workdir / "inputs" / "notes.txt" / "out")])
     assert_refused(code, capsys.readouterr().err, "notes.txt", "is a file")
     assert tree(workdir) == before
+
+
+# ================================================================= 6. error lines are safe to print on a terminal
+
+# ESC (colours, screen clears), CR (overwrites the line), C1 CSI, DEL, a bidi override, a line separator,
+# a zero-width joiner, and the undecodable byte 0xFF of a file name.
+HOSTILE_TEXT = "\x1b[2J\x1b[31mRED\r\x9b1m\x7f\u202eevil\u2028\u200d" + os.fsdecode(b"\xff")
+VISIBLE_ESCAPES = ["\\x1b[2J\\x1b[31mRED\\x0d\\x9b1m\\x7f\\u202eevil\\u2028\\u200d\\udcff"]
+
+
+def _assert_terminal_safe(message: str) -> None:
+    import unicodedata
+
+    lines = message.split("\n")  # the line ends themselves are fine; nothing else of category C or Z[lp] is
+    unsafe = [ch for line in lines for ch in line if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp")]
+    assert not unsafe, f"raw control characters {unsafe!r} in {message!r}"
+
+
+ESCAPE_CASES = {
+    # id: (converter arguments given the working folder, texts the message must hold)
+    "a missing checkpoint's name": (
+        lambda w: convert_args(w / "inputs" / f"{HOSTILE_TEXT}.pt", w / "outputs" / "out"),
+        ["no such checkpoint file", *VISIBLE_ESCAPES],
+    ),
+    "an output folder's name": (
+        lambda w: convert_args(w / "inputs" / "ckpt.pt", w / "outputs" / "keep.txt" / HOSTILE_TEXT / "out"),
+        ["is a file", *VISIBLE_ESCAPES],
+    ),
+    "a text encoder folder's name": (
+        lambda w: [
+            *convert_args(w / "inputs" / "ckpt.pt", w / "outputs" / "out")[:-2],
+            "--text_encoder",
+            f"./{HOSTILE_TEXT}",
+        ],
+        ["no text encoder folder", *VISIBLE_ESCAPES],
+    ),
+    "a usage error (argparse)": (
+        lambda w: [*convert_args(w / "inputs" / "ckpt.pt", w / "outputs" / "out"), "--dtype", HOSTILE_TEXT],
+        ["--dtype", "\\x1b[2J"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ESCAPE_CASES)
+def test_error_lines_show_control_characters_as_escapes(case, workdir, convert_script, capsys):
+    arguments, expected = ESCAPE_CASES[case]
+    before = tree(workdir)
+    try:
+        code = convert_script.main([str(a) for a in arguments(workdir)])
+    except SystemExit as exit:  # argparse's usage errors exit from the parser
+        code = exit.code
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if "error: " in line]
+    assert code == 2 and len(errors) == 1, stderr
+    _assert_terminal_safe(stderr)
+    for text in expected:
+        assert text in errors[0], f"{text!r} not in {errors[0]!r}"
+    assert tree(workdir) == before
+
+
+def test_sampler_prompt_with_terminal_escapes_is_shown_escaped(sampler, workdir):
+    code, stderr, _ = sampler("--prompts", "7 \x1b[2J\u202e")
+    assert_refused(code, stderr, "never saw", "\\x1b[2j\\u202e")  # prompts are read lower-cased
+    _assert_terminal_safe(stderr)
+
+
+def test_every_error_line_is_one_bounded_line():
+    from pipeline_mnist_ddim.cli import MAX_ERROR_CHARS, error_line
+
+    message = HOSTILE_TEXT * 1000 + "x" * 10_000_000
+    line = error_line(message)
+    assert len(line) <= MAX_ERROR_CHARS + len("error: ") and f"({len(message)} characters in all)" in line
+    assert line.startswith("error: " + VISIBLE_ESCAPES[0])
+    _assert_terminal_safe(line)
+    assert error_line("two\nlines") == "error: two\\x0alines"

@@ -11,7 +11,7 @@ r"""Convert a Lesson 5e checkpoint into a self-contained diffusers pipeline fold
 import logging
 import sys
 
-from ..cli import USER_ERRORS, parse_settings, quiet_on_ctrl_c, report, sigterm_unwinds
+from ..cli import USER_ERRORS, parse_settings, print_path, quiet_on_ctrl_c, report, sigterm_unwinds
 from ..settings import ConvertSettings
 
 
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         with sigterm_unwinds():  # a killed conversion removes its staging folder too
-            print(convert(args))
+            print_path(convert(args))
     except USER_ERRORS as err:  # CheckpointError, TextEncoderError, OutputFolderError, a full disk, the Hub
         return report(err)
     return 0
