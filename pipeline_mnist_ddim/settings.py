@@ -16,6 +16,23 @@ DEFAULT_TEXT_ENCODER = "openai/clip-vit-large-patch14"  # the lesson's CLIP text
 SECTIONS = ("table", "guidance", "unconditional", "copying", "inversion")  # of the evaluation
 INTERPOLATION_SECTIONS = ("latents", "prompts", "consistency")
 DDPM_STEPS = 1000  # Algorithm 2 walks every training step (lesson.NUM_TRAIN_TIMESTEPS; torch-free here)
+# Upper bounds, checked before loading: the pipeline runs a grid or a strip as one batch, whose activations grow
+# with it (the default at 64 images: about 1 GB; a full-size network about 4x that).
+MAX_SAMPLES = 256  # --num_samples: images per grid (the lesson's: 64)
+MAX_FRAMES = 64  # --num_frames: images per interpolation strip
+MAX_ROWS = 16  # --num_pairs, --prompt_pairs: strips per figure
+MAX_CONSISTENCY_SAMPLES = 64  # --consistency_samples
+MAX_CONSISTENCY_ROWS = 10  # --consistency_steps: step counts S
+MAX_STEPS = 1000  # any step count: the lesson's schedule has 1000 timesteps
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
+
+
+def check_seed(seed, flag: str = "--seed") -> int:
+    """``seed`` when torch can seed a generator with it; a ValueError naming ``flag`` otherwise."""
+    low, high = SEED_RANGE
+    if not isinstance(seed, int) or isinstance(seed, bool) or not low <= seed <= high:
+        raise ValueError(f"{flag} must be a whole number from -2**63 to 2**64 - 1 (torch's seeds), not {seed}")
+    return seed
 
 
 def option(default=None, help: str = "", **kwargs):
@@ -206,6 +223,48 @@ class InterpolationSettings:
     consistency_steps: List[int] = option([10, 20, 50, 100, 1000], "step counts S (rows) of the consistency grid")
     consistency_prompt: Optional[str] = option(None, "prompt for the consistency grid (None: unconditional)")
     seed: int = option(0, "seed of the latents")
+
+    # The figures' latents are seeded from seed to seed + LAST_SEED_OFFSET (interpolation.py).
+    LAST_SEED_OFFSET = 20_000 + MAX_CONSISTENCY_SAMPLES
+
+    def validate(self) -> None:
+        """Everything that needs no model, checked before loading one: a ValueError naming the flag."""
+
+        def whole(flag: str, value, low: int, high: int) -> None:
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"{flag} must be a whole number from {low} to {high}, not {value}")
+
+        if not self.sections:
+            raise ValueError(f"--sections is empty: choose from {', '.join(INTERPOLATION_SECTIONS)}")
+        strips = "latents" in self.sections or "prompts" in self.sections
+        if strips:
+            whole("--num_frames", self.num_frames, 2, MAX_FRAMES)
+            whole("--num_inference_steps", self.num_inference_steps, 1, MAX_STEPS)
+        if "latents" in self.sections:
+            whole("--num_pairs", self.num_pairs, 1, MAX_ROWS)
+        if "prompts" in self.sections:
+            whole("number of --prompt_pairs", len(self.prompt_pairs), 1, MAX_ROWS)
+            for pair in self.prompt_pairs:
+                parts = [part.strip() for part in pair.split(",")]
+                if len(parts) != 2 or not all(parts):
+                    raise ValueError(f'--prompt_pairs takes pairs such as 3,8 or "one,seven", not {pair!r}')
+        if "consistency" in self.sections:
+            whole("--consistency_samples", self.consistency_samples, 1, MAX_CONSISTENCY_SAMPLES)
+            whole("number of --consistency_steps", len(self.consistency_steps), 1, MAX_CONSISTENCY_ROWS)
+            for steps in self.consistency_steps:
+                whole("--consistency_steps", steps, 1, MAX_STEPS)
+        for flag, prompt in (
+            ("--latent_prompt", self.latent_prompt),
+            ("--consistency_prompt", self.consistency_prompt),
+        ):
+            if prompt is not None and not prompt.strip():
+                raise ValueError(f"{flag} is empty: give a digit such as 7, or leave it out (unconditional)")
+        low, high = SEED_RANGE
+        if not isinstance(self.seed, int) or not low <= self.seed <= high - self.LAST_SEED_OFFSET:
+            raise ValueError(
+                f"--seed must be a whole number from -2**63 to 2**64 - 1 - {self.LAST_SEED_OFFSET} (the figures' "
+                f"latents are seeded from seed to seed + {self.LAST_SEED_OFFSET}), not {self.seed}"
+            )
 
 
 @dataclass
