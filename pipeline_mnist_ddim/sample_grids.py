@@ -156,6 +156,26 @@ def fresh_output_dir(output_dir: str, overwrite: bool) -> str:
     return os.path.join(output_dir, f"run-{n}")
 
 
+def first_missing_folder(folder: str) -> Optional[str]:
+    """The outermost folder of ``folder``'s path that does not exist yet (what makedirs will create), or None."""
+    missing, path = None, os.path.abspath(folder)
+    while not os.path.lexists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
+def remove_created_folders(folder: str, created: Optional[str]) -> None:
+    """Removes ``folder`` and its parents up to ``created`` (what this run made), as long as they are empty."""
+    if created is None:
+        return
+    path = os.path.abspath(folder)
+    while os.path.isdir(path) and not os.listdir(path):
+        os.rmdir(path)
+        if path == created:
+            break
+        path = os.path.dirname(path)
+
+
 def claim_output_dir(output_dir: str, overwrite: bool) -> Tuple[str, Optional[str]]:
     """The folder to write into and the folder this run created there (to remove if writing fails).
 
@@ -164,14 +184,14 @@ def claim_output_dir(output_dir: str, overwrite: bool) -> Tuple[str, Optional[st
     never the same folder.
     """
     if overwrite:
-        created = None if os.path.isdir(output_dir) else output_dir
+        created = first_missing_folder(output_dir)
         os.makedirs(output_dir, exist_ok=True)
         return output_dir, created
     candidates = itertools.chain([output_dir], (os.path.join(output_dir, f"run-{n}") for n in itertools.count(2)))
     for folder in candidates:
         if _taken(folder):
             continue
-        created = None if os.path.isdir(folder) else folder
+        created = first_missing_folder(folder)
         os.makedirs(folder, exist_ok=True)
         try:
             os.close(os.open(os.path.join(folder, "settings.json"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
@@ -260,8 +280,7 @@ def run(settings: SampleSettings) -> str:
             for name in OUTPUT_FILES:
                 if os.path.lexists(os.path.join(output_dir, name)):
                     os.remove(os.path.join(output_dir, name))
-        if created is not None and os.path.isdir(created) and not os.listdir(created):
-            os.rmdir(created)
+        remove_created_folders(output_dir, created)
         raise
     logger.info(
         "sampled %d + %d images in %.1f s on %s -> %s",
