@@ -286,6 +286,8 @@ class DemoOptions:
     concurrency_limit: int = option(1, "jobs run at once, all tabs together")
     max_images: int = option(32, "images per Sample request")
     max_image_steps: int = option(2000, "network evaluations per request (images x steps, x 2 with guidance)")
+    max_seconds: float = option(120.0, "wall time of one request; it is stopped at the next step after that")
+    max_client_requests: int = option(4, "requests one client (IP address) may start per 10 minutes")
 
 
 @dataclass
