@@ -48,7 +48,11 @@ TEXT_ENCODERS = (["transformers", "CLIPTextModel"], ["compact_text_encoder", "Co
 TOKENIZERS = ("PreTrainedTokenizerFast", "CLIPTokenizerFast", "CLIPTokenizer", "TokenizersBackend")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
-WEIGHT_FILES = {"unet": "diffusion_pytorch_model.safetensors", "text_encoder": "model.safetensors"}
+# transformers' name, then diffusers' (the compact text encoder is a diffusers ModelMixin)
+WEIGHT_FILES = {
+    "unet": ("diffusion_pytorch_model.safetensors",),
+    "text_encoder": ("model.safetensors", "diffusion_pytorch_model.safetensors"),
+}
 
 
 class PipelineFolderError(ValueError):
@@ -326,17 +330,18 @@ def _token_ids(f: _Folder) -> Set[int]:
 
 
 def _weight_files(f: _Folder, component: str) -> List[str]:
-    name = WEIGHT_FILES[component]
-    if os.path.isfile(f.path(component, name)):
-        return [os.path.join(component, name)]
-    index_name = name.replace(".safetensors", ".safetensors.index.json")
-    if os.path.isfile(f.path(component, index_name)):
-        weight_map = f.json(os.path.join(component, index_name)).get("weight_map")
-        shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
-        if not shards or not all(isinstance(s, str) and os.path.basename(s) == s for s in shards):
-            raise f.fail(os.path.join(component, index_name), "weight_map does not name shard files in its folder")
-        return [os.path.join(component, s) for s in shards]
-    raise f.fail(component, f"no {name}: its weights are missing (only safetensors files are loaded)")
+    names = WEIGHT_FILES[component]
+    for name in names:
+        if os.path.isfile(f.path(component, name)):
+            return [os.path.join(component, name)]
+        index_name = name.replace(".safetensors", ".safetensors.index.json")
+        if os.path.isfile(f.path(component, index_name)):
+            weight_map = f.json(os.path.join(component, index_name)).get("weight_map")
+            shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
+            if not shards or not all(isinstance(s, str) and os.path.basename(s) == s for s in shards):
+                raise f.fail(os.path.join(component, index_name), "weight_map does not name shard files in its folder")
+            return [os.path.join(component, s) for s in shards]
+    raise f.fail(component, f"no {names[0]}: its weights are missing (only safetensors files are loaded)")
 
 
 def safetensors_header(path: str, where: str = "", folder: Optional[_Folder] = None) -> Dict[str, dict]:

@@ -7,7 +7,6 @@ words and numerals mixed as in the lesson) and the exact settings used.
 import itertools
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import asdict
@@ -22,7 +21,7 @@ from .files import atomic_path
 from .folder_io import load_pipeline_folder
 from .image_grid import save_grid
 from .lesson import labels_to_prompts
-from .settings import DTYPE_CHOICES, MAX_SAMPLES, SampleSettings, check_seed
+from .settings import SampleSettings
 
 
 logger = logging.getLogger(__name__)
@@ -36,35 +35,7 @@ OUTPUT_FILES = (
 
 def check_settings(settings: SampleSettings) -> torch.device:
     """Everything that can be checked before loading a model; returns the device."""
-    if settings.pipeline and settings.checkpoint:
-        raise ValueError("pass either --pipeline or --checkpoint, not both")
-    checkpoint_only = (
-        ("--text_encoder", settings.text_encoder),
-        ("--compact_text_encoder", settings.compact_text_encoder),
-        ("--ema", settings.ema),
-    )
-    for flag, value in checkpoint_only:
-        if value and not settings.checkpoint:
-            raise ValueError(f"{flag} applies to --checkpoint only (a pipeline folder has its own text encoder)")
-    if not isinstance(settings.num_samples, int) or not 1 <= settings.num_samples <= MAX_SAMPLES:
-        raise ValueError(f"--num_samples must be a whole number from 1 to {MAX_SAMPLES}, not {settings.num_samples}")
-    check_seed(settings.seed)
-    if not isinstance(settings.num_inference_steps, int) or settings.num_inference_steps < 1:
-        raise ValueError(f"--num_inference_steps must be a positive integer, not {settings.num_inference_steps}")
-    # For eta > 1, DDIM's sigma_t exceeds sqrt(1 - alpha_{t-1}) and the direction term's square root is undefined.
-    if not math.isfinite(settings.eta) or not 0 <= settings.eta <= 1:
-        raise ValueError(f"--eta must be a number from 0 (deterministic DDIM) to 1 (DDPM-like), not {settings.eta}")
-    if (
-        not math.isfinite(settings.guidance_scale) or settings.guidance_scale < 0
-    ):  # as the pipeline: <= 1 is no guidance
-        raise ValueError(
-            f"--guidance_scale must be a finite number >= 0 (<= 1: no guidance, the lesson), "
-            f"not {settings.guidance_scale}"
-        )
-    if settings.dtype not in DTYPE_CHOICES:
-        raise ValueError(f"--dtype must be one of {list(DTYPE_CHOICES)}, not {settings.dtype!r}")
-    if settings.prompts is not None and not settings.prompts.split():
-        raise ValueError('--prompts is empty: give words such as "7 seven 3", or leave it out for random digits')
+    settings.validate()
     check_writable_location(settings.output_dir)
     return pick_device(settings.device)
 

@@ -5,6 +5,7 @@ The flags shared by the commands have one name each: ``--pipeline``, ``--checkpo
 ``--device``, ``--dtype``, ``--output_dir``, ``--seed``.
 """
 
+import math
 from dataclasses import dataclass, field
 from typing import List, Literal, Optional
 
@@ -69,6 +70,36 @@ class SampleSettings:
         "a CPU with native bf16 (AMX, AVX512-BF16), else float32",
     )
     prompts: Optional[str] = option(None, 'prompts to cycle through, e.g. "7 seven 3" (None: random digits)')
+
+    def validate(self) -> None:
+        """Everything that needs no model (nor torch), checked before loading one: a ValueError naming the flag."""
+        if self.pipeline and self.checkpoint:
+            raise ValueError("pass either --pipeline or --checkpoint, not both")
+        checkpoint_only = (
+            ("--text_encoder", self.text_encoder),
+            ("--compact_text_encoder", self.compact_text_encoder),
+            ("--ema", self.ema),
+        )
+        for flag, value in checkpoint_only:
+            if value and not self.checkpoint:
+                raise ValueError(f"{flag} applies to --checkpoint only (a pipeline folder has its own text encoder)")
+        if not isinstance(self.num_samples, int) or not 1 <= self.num_samples <= MAX_SAMPLES:
+            raise ValueError(f"--num_samples must be a whole number from 1 to {MAX_SAMPLES}, not {self.num_samples}")
+        check_seed(self.seed)
+        if not isinstance(self.num_inference_steps, int) or self.num_inference_steps < 1:
+            raise ValueError(f"--num_inference_steps must be a positive integer, not {self.num_inference_steps}")
+        # For eta > 1, DDIM's sigma_t exceeds sqrt(1 - alpha_{t-1}) and the direction term's square root is undefined.
+        if not math.isfinite(self.eta) or not 0 <= self.eta <= 1:
+            raise ValueError(f"--eta must be a number from 0 (deterministic DDIM) to 1 (DDPM-like), not {self.eta}")
+        if not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:  # as the pipeline: <= 1 is no guidance
+            raise ValueError(
+                f"--guidance_scale must be a finite number >= 0 (<= 1: no guidance, the lesson), "
+                f"not {self.guidance_scale}"
+            )
+        if self.dtype not in DTYPE_CHOICES:
+            raise ValueError(f"--dtype must be one of {list(DTYPE_CHOICES)}, not {self.dtype!r}")
+        if self.prompts is not None and not self.prompts.split():
+            raise ValueError('--prompts is empty: give words such as "7 seven 3", or leave it out for random digits')
 
 
 @dataclass

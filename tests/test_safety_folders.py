@@ -512,3 +512,69 @@ def test_interpolate_with_valid_settings_writes_its_files(workdir, capsys, monke
     code = interpolate_command.main([*argv, "--num_inference_steps", "2", "--output_dir", str(output)])
     assert code == 0, capsys.readouterr().err
     assert sorted(os.listdir(output)) == ["interpolation.json", "slerp_latents.png", "slerp_prompts.png"]
+
+
+@pytest.fixture(scope="module")
+def compact_folder(lesson_checkpoint, text_encoder_folder, tmp_path_factory, convert_script) -> Path:
+    folder = tmp_path_factory.mktemp("compact") / "pipe"
+    argv = ["--checkpoint", lesson_checkpoint, "--text_encoder", text_encoder_folder, "--output_dir", folder]
+    assert convert_script.main([str(a) for a in [*argv, "--compact_text_encoder"]]) == 0
+    return folder
+
+
+COMPACT_CASES = {
+    "untouched": (None, []),
+    "its table's width changed": (
+        _set(TEXT_ENCODER, "hidden_size", 64),
+        ["hidden_size 64 differs from the UNet's cross_attention_dim 32"],
+    ),
+    "its table removed": (
+        _remove_weights("text_encoder/diffusion_pytorch_model.safetensors", lambda names: []),
+        ["text_encoder", "holds no tensors"],
+    ),
+    "a syntax error in its code": (_append("text_encoder/compact_text_encoder.py", "\n)\n"), ["does not compile"]),
+}
+
+
+@pytest.mark.parametrize("case", COMPACT_CASES)
+def test_compact_text_encoder_folder_is_checked_as_well(case, compact_folder, workdir, capsys):
+    edit, expected = COMPACT_CASES[case]
+    folder = workdir / "inputs" / "compact"
+    shutil.copytree(compact_folder, folder)
+    if edit is not None:
+        edit(folder)
+    before = tree(workdir)
+    output = workdir / "outputs" / "o"
+    code = sample_command.main(["--pipeline", str(folder), "--output_dir", str(output), "--prompts", "7", *SMALL_RUN])
+    if edit is None:
+        assert code == 0, capsys.readouterr().err
+        return
+    assert_refused(code, capsys.readouterr().err, *expected)
+    assert tree(workdir) == before
+
+
+@pytest.mark.parametrize(
+    "command, argv",
+    [
+        ("sample", ["--num_samples", "100000000"]),
+        ("sample", ["--seed", str(2**64)]),
+        ("interpolate", ["--num_frames", "1000000000"]),
+        ("interpolate", ["--sections", "prompts", "--prompt_pairs", "3"]),
+    ],
+)
+def test_bad_arguments_are_refused_before_torch_is_even_imported(command, argv, tmp_path):
+    """Bounded work: the refusal costs an interpreter start, not torch's import and a model's load."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    code = (
+        f"import sys; from pipeline_mnist_ddim.commands import {command}; "
+        f"code = {command}.main({argv!r} + ['--output_dir', {str(tmp_path / 'out')!r}]); "
+        "sys.exit(10 + code if 'torch' in sys.modules else code)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert_refused(result.returncode, result.stderr)  # 12 would mean: refused, but after importing torch
+    assert not (tmp_path / "out").exists()
