@@ -231,9 +231,8 @@ def shrunk(image, side: int = MAX_DIGIT_SIDE):
     """``image`` (PIL or array) at most ``side`` pixels wide and high, before anything converts it to float32
     (a 6000x6000 upload would take 576 MB as float32 RGBA; shrunk, 4 MB)."""
     if isinstance(image, Image.Image):
-        if max(image.size) > side:
-            image = image.copy()
-            image.thumbnail((side, side), Image.BILINEAR)
+        if max(image.size) > side:  # box-averaged by a whole factor into a new, small image (no full-size copy)
+            image = image.reduce(math.ceil(max(image.size) / side))
         return image
     array = np.asarray(image)
     if array.ndim >= 2 and max(array.shape[:2]) > side:
