@@ -241,6 +241,10 @@ def check_writable_location(path: str, what: str = "output folder", error: type 
         raise error(f"cannot write the {what} {path}: it is a file, not a folder")
     ancestor = os.path.abspath(path)
     while not os.path.exists(ancestor):
+        if os.path.islink(ancestor):  # makedirs would fail on it after the work: refuse it now
+            raise error(
+                f"cannot create the {what} {path}: {ancestor} is a symbolic link to nothing (dangling or a loop)"
+            )
         ancestor = os.path.dirname(ancestor)
     if not os.path.isdir(ancestor):
         raise error(f"cannot create the {what} {path}: {ancestor} is a file, not a folder")

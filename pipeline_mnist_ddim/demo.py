@@ -12,11 +12,19 @@ Three tabs on one pipeline, built with Gradio (imported lazily: the core install
 The functions below take plain Python values and raise `DemoInputError` (a `ValueError`) on bad
 input; the Gradio handlers turn that into `gr.Error`, a readable message in the page. Every event
 shares one queue (``concurrency_id="pipeline"``) limited to `DemoLimits.concurrency` jobs at a time,
-and each request is capped in size (images x steps).
+and each request is capped in size (images x steps), in wall time (`DemoLimits.max_seconds`, checked at
+every step) and per client (`DemoLimits.max_client_requests` started per `client_window` seconds, so
+that one visitor filling the queue is refused as each of their jobs comes up, in no time). Uploads are
+capped in bytes (Gradio's ``max_file_size``) and pixels (PIL's decompression-bomb limit), and an
+uploaded image is shrunk before it is converted to float32.
 """
 
+import collections
+import math
 import os
 import re
+import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -64,6 +72,75 @@ class DemoLimits:
     max_frames: int = 16  # images in an interpolation strip
     concurrency: int = 1  # jobs running at once, all tabs together
     max_queue: int = 16  # waiting jobs; further visitors are told the queue is full
+    max_seconds: float = 120.0  # wall time of one request; it is stopped at the next step after that
+    max_client_requests: int = 4  # requests one client (IP address) may start per client_window
+    client_window: float = 600.0  # seconds
+    max_upload_bytes: int = 5 * 1024 * 1024  # an uploaded file (Gradio refuses larger ones unread)
+    max_upload_pixels: int = 4096 * 4096  # an uploaded image, decoded (PIL refuses larger ones)
+
+
+# Uploads are shrunk to this side before any float conversion: the digit ends up 20x20 anyway.
+MAX_DIGIT_SIDE = 512
+
+
+class Deadline:
+    """Raises `DemoInputError` once ``seconds`` have passed since it was made; `check` is cheap, call it often."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.started = seconds, time.monotonic()
+
+    def check(self) -> None:
+        if time.monotonic() - self.started > self.seconds:
+            raise DemoInputError(
+                f"stopped after {self.seconds:g} s, this demo's limit per request: ask for fewer images or steps"
+            )
+
+
+class ClientLimiter:
+    """At most ``max_requests`` requests started per client in any ``window`` seconds, one at a time.
+
+    Checked when a job starts: Gradio queues jobs before any code of ours runs, so a client's surplus jobs
+    stay in the queue, but each is refused at once when its turn comes instead of running.
+    """
+
+    def __init__(self, max_requests: int, window: float, clock: Callable[[], float] = time.monotonic):
+        self.max_requests, self.window, self.clock = max_requests, window, clock
+        self.started: Dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        self.running: Dict[str, int] = collections.Counter()
+        self.lock = threading.Lock()
+
+    def admit(self, client: Optional[str]):
+        """A context manager for one request of ``client`` (None: not limited, e.g. called from Python)."""
+        limiter = self
+
+        class Admission:
+            def __enter__(self):
+                if client is None:
+                    return self
+                with limiter.lock:
+                    now = limiter.clock()
+                    times = limiter.started[client]
+                    while times and now - times[0] >= limiter.window:
+                        times.popleft()
+                    if limiter.running[client]:
+                        raise DemoInputError("your previous request is still running: wait for it to finish")
+                    if len(times) >= limiter.max_requests:
+                        wait = math.ceil(limiter.window - (now - times[0]))
+                        raise DemoInputError(
+                            f"this demo takes at most {limiter.max_requests} requests per visitor every "
+                            f"{limiter.window:g} s: try again in {wait} s"
+                        )
+                    times.append(now)
+                    limiter.running[client] += 1
+                return self
+
+            def __exit__(self, *exc):
+                if client is not None:
+                    with limiter.lock:
+                        limiter.running[client] -= 1
+                return False
+
+        return Admission()
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -150,6 +227,20 @@ def latent_to_display(latents: torch.Tensor) -> torch.Tensor:
     return (latents.float() / 6 + 0.5).clamp(0, 1)
 
 
+def shrunk(image, side: int = MAX_DIGIT_SIDE):
+    """``image`` (PIL or array) at most ``side`` pixels wide and high, before anything converts it to float32
+    (a 6000x6000 upload would take 576 MB as float32 RGBA; shrunk, 4 MB)."""
+    if isinstance(image, Image.Image):
+        if max(image.size) > side:  # box-averaged by a whole factor into a new, small image (no full-size copy)
+            image = image.reduce(math.ceil(max(image.size) / side))
+        return image
+    array = np.asarray(image)
+    if array.ndim >= 2 and max(array.shape[:2]) > side:
+        step = math.ceil(max(array.shape[:2]) / side)
+        array = array[::step, ::step]  # every step-th pixel: a view, no copy of the large array
+    return array
+
+
 def digit_from_image(image) -> torch.Tensor:
     """A drawn or uploaded digit -> (1, 1, 32, 32) in [0, 1], white on black and framed like MNIST.
 
@@ -163,6 +254,7 @@ def digit_from_image(image) -> torch.Tensor:
         image = image.get("composite") if image.get("composite") is not None else image.get("background")
     if image is None:
         raise DemoInputError("draw a digit on the canvas or upload an image first")
+    image = shrunk(image)
     array = np.asarray(image.convert("RGBA") if isinstance(image, Image.Image) else image, dtype=np.float32)
     if array.max() > 1:
         array = array / 255.0
@@ -253,6 +345,7 @@ class MNistDemo:
         self.source = source
         self.limits = limits
         self.device = device
+        self.clients = ClientLimiter(limits.max_client_requests, limits.client_window)
         pipe.set_progress_bar_config(disable=True)
         self.accepted_words = pipe.accepted_words() if pipe.text_encoder is not None else None
 
@@ -276,13 +369,19 @@ class MNistDemo:
             raise DemoInputError("this pipeline has no text encoder: leave the prompt empty to sample unconditionally")
         return prompts
 
+    def deadline(self) -> Deadline:
+        return Deadline(self.limits.max_seconds)
+
     @staticmethod
-    def step_callback(on_step: Optional[Callable[[int, int], None]]):
-        """`callback_on_step_end` that reports "step k of S" (S: the scheduler's actual timestep count)."""
+    def step_callback(on_step: Optional[Callable[[int, int], None]], deadline: Optional[Deadline] = None):
+        """`callback_on_step_end` that reports "step k of S" (S: the scheduler's actual timestep count) and
+        stops the request once its wall time is over."""
 
         def callback(pipe, step, timestep, callback_kwargs):
             if on_step is not None:
                 on_step(step + 1, len(pipe.scheduler.timesteps))
+            if deadline is not None:
+                deadline.check()
             return {}
 
         return callback
@@ -334,9 +433,8 @@ class MNistDemo:
         """The images of a checked request, at the pipeline's 32x32 (PIL, grey)."""
         pipe = self.with_scheduler(request.scheduler)
         generator = torch.Generator().manual_seed(request.seed)  # on the CPU: the same images on any device
-        return pipe(
-            **request.pipeline_kwargs(), generator=generator, callback_on_step_end=self.step_callback(on_step)
-        ).images
+        callback = self.step_callback(on_step, self.deadline())
+        return pipe(**request.pipeline_kwargs(), generator=generator, callback_on_step_end=callback).images
 
     def reproduction_code(self, request: SampleRequest) -> str:
         """Python that gives exactly this request's images (the gallery shows them enlarged)."""
@@ -390,6 +488,7 @@ class MNistDemo:
         """For each S: the latent x_T of ``digit`` (1, 1, 32, 32), its reconstruction and their MSE."""
         pipe = self.with_scheduler("DDIM")
         done, total = 0, 2 * sum(steps)
+        deadline = self.deadline()
 
         def count(step, _):
             if on_step is not None:
@@ -397,6 +496,7 @@ class MNistDemo:
 
         results = []
         for s in steps:
+            deadline.check()  # pipe.invert takes no callback: checked between its calls
             if on_step is not None:  # pipe.invert takes no callback: report the count before it
                 on_step(done, total)
             latent = pipe.invert(digit, prompt=prompt, num_inference_steps=s)
@@ -409,7 +509,7 @@ class MNistDemo:
                     num_inference_steps=s,
                     eta=0.0,
                     output_type="pt",
-                    callback_on_step_end=self.step_callback(count),
+                    callback_on_step_end=self.step_callback(count, deadline),
                 )
                 .images.float()
                 .cpu()
@@ -457,11 +557,11 @@ class MNistDemo:
         pipe.set_progress_bar_config(disable=False, desc="interpolating", leave=False)
         frames, steps = request["num_frames"], request["num_inference_steps"]
         latent_a = seeded_latent(pipe, request["seed_a"])
+        callback = self.step_callback(None, self.deadline())
         if request["mode"] == "seeds":
-            return interpolate_latents(
-                pipe, latent_a, seeded_latent(pipe, request["seed_b"]), frames, steps, request["prompt_a"]
-            )
-        return interpolate_prompts(pipe, request["prompt_a"], request["prompt_b"], latent_a, frames, steps)
+            latent_b = seeded_latent(pipe, request["seed_b"])
+            return interpolate_latents(pipe, latent_a, latent_b, frames, steps, request["prompt_a"], callback)
+        return interpolate_prompts(pipe, request["prompt_a"], request["prompt_b"], latent_a, frames, steps, callback)
 
 
 def strip(images: torch.Tensor, size: int = DISPLAY_SIZE) -> Image.Image:
@@ -507,22 +607,26 @@ class GradioHandlers:
     def error(self, err: Exception):
         return self.gr.Error(str(err), print_exception=False)
 
-    def sample(self, prompt_text, per_prompt, steps, eta, guidance, negative, seed, scheduler, progress=None):
+    def sample(
+        self, prompt_text, per_prompt, steps, eta, guidance, negative, seed, scheduler, progress=None, client=None
+    ):
         """-> (gallery of (image, prompt), reproduction code)"""
         try:
             request = self.demo.sample_request(
                 prompt_text, per_prompt, steps, eta, guidance, negative, seed, scheduler
             )
-            images = self.demo.sample(request, self.reporter(progress))
+            with self.demo.clients.admit(client):
+                images = self.demo.sample(request, self.reporter(progress))
         except ValueError as err:  # ours, or the pipeline's own checks: a message in the page
             raise self.error(err) from err
         return list(zip(to_display(images), request.captions())), self.demo.reproduction_code(request)
 
-    def invert(self, image, prompt_text, steps, progress=None):
+    def invert(self, image, prompt_text, steps, progress=None, client=None):
         """-> (gallery: the input, then per S its latent and reconstruction; a Markdown table of MSE by S)"""
         try:
             digit, prompt, steps = self.demo.inversion_request(image, prompt_text, steps)
-            results = self.demo.invert(digit, prompt, steps, self.reporter(progress))
+            with self.demo.clients.admit(client):
+                results = self.demo.invert(digit, prompt, steps, self.reporter(progress))
         except ValueError as err:
             raise self.error(err) from err
         gallery = [(to_display(digit)[0], "input (32x32, as MNIST)")]
@@ -533,32 +637,77 @@ class GradioHandlers:
             rows.append(f"| {r['steps']} | {r['mse']:.6f} |")
         return gallery, "\n".join(rows)
 
-    def interpolate(self, mode, seed_a, seed_b, prompt_a, prompt_b, frames, steps, progress=None):
+    def interpolate(self, mode, seed_a, seed_b, prompt_a, prompt_b, frames, steps, progress=None, client=None):
         """-> the strip, one PIL image"""
         try:
             request = self.demo.interpolation_request(mode, seed_a, seed_b, prompt_a, prompt_b, frames, steps)
-            images = self.demo.interpolate(request)
+            with self.demo.clients.admit(client):
+                images = self.demo.interpolate(request)
         except ValueError as err:
             raise self.error(err) from err
         return strip(images)
 
 
+def client_of(request) -> Optional[str]:
+    """The client's address as the server saw it (behind a proxy, the proxy's; then the session)."""
+    if request is None:
+        return None
+    host = getattr(getattr(request, "client", None), "host", None)
+    return host or getattr(request, "session_hash", None)
+
+
+def limit_decoded_images(max_pixels: int) -> None:
+    """Makes PIL refuse to decode images over ``max_pixels`` (Gradio decodes uploads before our code runs).
+
+    PIL raises `DecompressionBombError` above twice ``Image.MAX_IMAGE_PIXELS`` (below that it only warns,
+    and Gradio silences the warning), hence half. Process-wide; it only ever lowers PIL's limit.
+    """
+    half = max(1, max_pixels // 2)
+    if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > half:
+        Image.MAX_IMAGE_PIXELS = half
+
+
 def build_demo(pipe, source: Optional[str] = None, limits: DemoLimits = DemoLimits(), device: Optional[str] = None):
     """The Gradio app (a `gr.Blocks`, queued) around ``pipe``; launch it with `launch`."""
     gr = import_gradio()
+    limit_decoded_images(limits.max_upload_pixels)
     demo = MNistDemo(pipe, source, limits, device)
     handlers = GradioHandlers(demo)
     events = dict(concurrency_limit=limits.concurrency, concurrency_id=QUEUE_ID)
 
-    # Gradio hands a progress tracker to functions with a `gr.Progress()` default argument.
-    def sample(prompt_text, per_prompt, steps, eta, guidance, negative, seed, scheduler, progress=gr.Progress()):  # noqa: B008
-        return handlers.sample(prompt_text, per_prompt, steps, eta, guidance, negative, seed, scheduler, progress)
+    # Gradio hands a progress tracker to functions with a `gr.Progress()` default argument, and the
+    # request (the client's address) to a parameter annotated `gr.Request`.
+    def sample(
+        prompt_text,
+        per_prompt,
+        steps,
+        eta,
+        guidance,
+        negative,
+        seed,
+        scheduler,
+        request: gr.Request,
+        progress=gr.Progress(),  # noqa: B008
+    ):
+        arguments = (prompt_text, per_prompt, steps, eta, guidance, negative, seed, scheduler)
+        return handlers.sample(*arguments, progress, client=client_of(request))
 
-    def invert(image, prompt_text, steps, progress=gr.Progress()):  # noqa: B008
-        return handlers.invert(image, prompt_text, steps, progress)
+    def invert(image, prompt_text, steps, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+        return handlers.invert(image, prompt_text, steps, progress, client=client_of(request))
 
-    def interpolate(mode, seed_a, seed_b, prompt_a, prompt_b, frames, steps, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
-        return handlers.interpolate(mode, seed_a, seed_b, prompt_a, prompt_b, frames, steps, progress)
+    def interpolate(
+        mode,
+        seed_a,
+        seed_b,
+        prompt_a,
+        prompt_b,
+        frames,
+        steps,
+        request: gr.Request,
+        progress=gr.Progress(track_tqdm=True),  # noqa: B008
+    ):
+        arguments = (mode, seed_a, seed_b, prompt_a, prompt_b, frames, steps)
+        return handlers.interpolate(*arguments, progress, client=client_of(request))
 
     if pipe.text_encoder is None:
         words = "none: this pipeline has no text encoder, leave it empty"
@@ -607,7 +756,7 @@ def build_demo(pipe, source: Optional[str] = None, limits: DemoLimits = DemoLimi
                         label="Draw a digit (or upload one)",
                         sources=("upload",),
                         canvas_size=(280, 280),
-                        type="numpy",
+                        type="pil",  # shrunk as PIL before it becomes an array
                         image_mode="RGBA",
                         elem_id="sketchpad",
                         brush=gr.Brush(
@@ -651,6 +800,7 @@ def build_demo(pipe, source: Optional[str] = None, limits: DemoLimits = DemoLimi
                 **events,
             )
     blocks.queue(default_concurrency_limit=limits.concurrency, max_size=limits.max_queue)
+    blocks.demo_limits = limits  # for `launch`: the upload limit is a launch option in Gradio
     return blocks
 
 
@@ -673,6 +823,7 @@ def launch(
         theme=theme(),
         prevent_thread_lock=not block,
         show_error=False,
+        max_file_size=getattr(blocks, "demo_limits", DemoLimits()).max_upload_bytes,
         quiet=not block,
         footer_links=[],
     )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 from . import DEFAULT_PIPELINE_DIR
 from .cli import check_name_lengths, check_writable_location, terminal_safe
 from .files import is_hub_id
+from .folder_checks import check_loaded_pipeline, check_pipeline_folder
 from .pipeline_mnist_ddim import MNistDDIMPipeline
 
 
@@ -161,15 +162,21 @@ def load_pipeline_folder(source: Optional[str] = None, dtype=None):
         raise OSError(f"{source} is a folder but not a pipeline folder (it has no model_index.json)")
     if not os.path.isdir(source) and not is_hub_id(source):  # else the Hub client answers with a puzzling error
         raise OSError(f"no pipeline folder at {source}")
+    local = os.path.isdir(source)
+    if local:  # configs within bounds, code that compiles, weight headers: before diffusers builds anything
+        check_pipeline_folder(source)
     with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; the old name works in all
         warnings.simplefilter("ignore", FutureWarning)
         try:
-            return DiffusionPipeline.from_pretrained(source, trust_remote_code=True, torch_dtype=dtype)
+            pipe = DiffusionPipeline.from_pretrained(source, trust_remote_code=True, torch_dtype=dtype)
         except (TypeError, IndexError, KeyError, AttributeError) as err:  # a config edited into nonsense
             raise ValueError(
                 f"{source} could not be loaded as a pipeline (a config file holds "
                 f"values of the wrong kind?): {type(err).__name__}: {err}"
             ) from err
+    if local:
+        check_loaded_pipeline(pipe, source)
+    return pipe
 
 
 def is_our_pipeline_folder(folder: str) -> bool:

@@ -12,12 +12,13 @@ import json
 import logging
 import os
 from dataclasses import asdict
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from .files import atomic_path
 from .image_grid import save_grid
 from .metrics import predict_labels
 from .settings import InterpolationSettings
@@ -75,6 +76,7 @@ def decode(
     num_inference_steps: int,
     prompt: Optional[str] = None,
     prompt_embeds: Optional[torch.Tensor] = None,
+    callback_on_step_end: Optional[Callable] = None,
 ) -> torch.Tensor:
     """Deterministic DDIM (eta = 0) from given latents; (N, C, H, W) in [0, 1] on the CPU."""
     inputs: Dict[str, Any] = dict(batch_size=len(latents))
@@ -82,6 +84,8 @@ def decode(
         inputs = dict(prompt=[prompt] * len(latents))
     elif prompt_embeds is not None:
         inputs = dict(prompt_embeds=prompt_embeds)
+    if callback_on_step_end is not None:  # e.g. the demo's wall-time limit
+        inputs["callback_on_step_end"] = callback_on_step_end
     images = pipe(**inputs, latents=latents, num_inference_steps=num_inference_steps, eta=0.0, output_type="pt").images
     return images.float().cpu()
 
@@ -93,18 +97,27 @@ def interpolate_latents(
     num_frames: int = 10,
     num_inference_steps: int = 50,
     prompt: Optional[str] = None,
+    callback_on_step_end: Optional[Callable] = None,
 ) -> torch.Tensor:
     """A strip of DDIM decodes along the slerp from ``latent_a`` to ``latent_b``: (num_frames, C, H, W)."""
-    return decode(pipe, slerp_path(latent_a, latent_b, num_frames), num_inference_steps, prompt=prompt)
+    path = slerp_path(latent_a, latent_b, num_frames)
+    return decode(pipe, path, num_inference_steps, prompt=prompt, callback_on_step_end=callback_on_step_end)
 
 
 def interpolate_prompts(
-    pipe, prompt_a: str, prompt_b: str, latent: torch.Tensor, num_frames: int = 10, num_inference_steps: int = 50
+    pipe,
+    prompt_a: str,
+    prompt_b: str,
+    latent: torch.Tensor,
+    num_frames: int = 10,
+    num_inference_steps: int = 50,
+    callback_on_step_end: Optional[Callable] = None,
 ) -> torch.Tensor:
     """A strip at one fixed latent whose context slerps from ``prompt_a``'s embedding to ``prompt_b``'s."""
     device = pipe._execution_device
     embeds = slerp_path(pipe.encode_prompt(prompt_a, device)[0], pipe.encode_prompt(prompt_b, device)[0], num_frames)
-    return decode(pipe, latent.repeat(num_frames, 1, 1, 1), num_inference_steps, prompt_embeds=embeds)
+    latents = latent.repeat(num_frames, 1, 1, 1)
+    return decode(pipe, latents, num_inference_steps, prompt_embeds=embeds, callback_on_step_end=callback_on_step_end)
 
 
 @torch.no_grad()
@@ -152,13 +165,53 @@ def save_labelled_rows(images: torch.Tensor, path: str, row_labels: Sequence[str
 # ---------------------------------------------------------------------------- the CLI's run
 
 
+def check_against_pipeline(pipe, settings: InterpolationSettings) -> None:
+    """What needs the loaded pipeline, checked before any figure is drawn: step counts its scheduler allows,
+    prompts its text encoder knows."""
+    from .sample_grids import check_timesteps
+
+    max_steps = pipe.scheduler.config.num_train_timesteps
+    step_counts = []
+    if "latents" in settings.sections or "prompts" in settings.sections:
+        step_counts.append(("--num_inference_steps", settings.num_inference_steps))
+    if "consistency" in settings.sections:
+        step_counts += [("--consistency_steps", s) for s in settings.consistency_steps]
+    for flag, steps in step_counts:
+        if steps > max_steps:
+            raise ValueError(f"{flag} must be at most {max_steps} for this model, not {steps}")
+        check_timesteps(pipe.scheduler, steps, flag)
+    prompts = []
+    if "latents" in settings.sections and settings.latent_prompt is not None:
+        prompts.append(("--latent_prompt", settings.latent_prompt))
+    if "prompts" in settings.sections and pipe.text_encoder is not None:
+        prompts += [("--prompt_pairs", part) for pair in settings.prompt_pairs for part in pair.split(",")]
+    if "consistency" in settings.sections and settings.consistency_prompt is not None:
+        prompts.append(("--consistency_prompt", settings.consistency_prompt))
+    if prompts and pipe.text_encoder is None:
+        raise ValueError(f"this pipeline has no text encoder, so {prompts[0][0]} cannot be used: leave it out")
+    known = pipe.accepted_words() if pipe.text_encoder is not None else None
+    if known is not None:
+        for flag, prompt in prompts:
+            unknown = sorted({word.lower() for word in prompt.split()} - set(known))
+            if unknown:
+                raise ValueError(
+                    f"{flag} has words this model never saw: {', '.join(unknown)}; it knows {', '.join(known)}"
+                )
+
+
 def run_interpolation(
     pipe, settings: InterpolationSettings, output_dir: str, classifier: Optional[torch.nn.Module] = None
 ) -> Dict[str, Any]:
-    """Writes the strips and the consistency grid; returns a JSON-ready summary."""
-    os.makedirs(output_dir, exist_ok=True)
+    """Draws the strips and the consistency grid, then writes them; returns a JSON-ready summary.
+
+    Nothing is written until every figure is drawn; each file is written atomically, and a failed write
+    removes this run's files (and the folder, when this run made it).
+    """
+    settings.validate()
+    check_against_pipeline(pipe, settings)
     pipe.set_progress_bar_config(disable=True)
     results: Dict[str, Any] = {"settings": asdict(settings)}
+    figures: Dict[str, Callable[[str], None]] = {}  # file name -> writer taking the path to write
     if "latents" in settings.sections:
         pairs = [
             (seeded_latent(pipe, settings.seed + 2 * i), seeded_latent(pipe, settings.seed + 2 * i + 1))
@@ -169,7 +222,7 @@ def run_interpolation(
             interpolate_latents(pipe, a, b, frames, steps, settings.latent_prompt)
             for a, b in tqdm(pairs, desc="latent slerp")
         ]
-        results["latents"] = _save(torch.cat(strips), output_dir, "slerp_latents.png", settings.num_frames)
+        figures["slerp_latents.png"] = _grid_writer(torch.cat(strips), settings.num_frames)
     if "prompts" in settings.sections and pipe.text_encoder is not None:
         pairs = [pair.split(",") for pair in settings.prompt_pairs]
         latent = seeded_latent(pipe, settings.seed + 10_000)
@@ -178,33 +231,49 @@ def run_interpolation(
             interpolate_prompts(pipe, a.strip(), b.strip(), latent, frames, steps)
             for a, b in tqdm(pairs, desc="prompt slerp")
         ]
-        results["prompts"] = _save(torch.cat(strips), output_dir, "slerp_prompts.png", settings.num_frames)
+        figures["slerp_prompts.png"] = _grid_writer(torch.cat(strips), settings.num_frames)
     if "consistency" in settings.sections:
-        results["consistency"] = _run_consistency(pipe, settings, output_dir, classifier)
-    with open(os.path.join(output_dir, "interpolation.json"), "w") as f:
-        json.dump(results, f, indent=2)
+        result, images = _run_consistency(pipe, settings, classifier)
+        labels = [f"S={s}" for s in result["steps"]]
+        figures["consistency.png"] = lambda path: save_labelled_rows(
+            images, path, labels, settings.consistency_samples
+        )
+        results["consistency"] = result
+    for name in figures:
+        section = {"slerp_latents.png": "latents", "slerp_prompts.png": "prompts"}.get(name, "consistency")
+        results[section] = {**results.get(section, {}), "path": os.path.join(output_dir, name)}
+
+    from .sample_grids import first_missing_folder, remove_created_folders
+
+    created = first_missing_folder(output_dir)
+    written = []
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        for name, write in figures.items():
+            with atomic_path(os.path.join(output_dir, name)) as path:
+                write(path)
+            written.append(name)
+            logger.info("wrote %s", os.path.join(output_dir, name))
+        with atomic_path(os.path.join(output_dir, "interpolation.json")) as path, open(path, "w") as f:
+            json.dump(results, f, indent=2)
+    except BaseException:
+        for name in written:
+            os.remove(os.path.join(output_dir, name))
+        remove_created_folders(output_dir, created)
+        raise
     return results
 
 
-def _save(images: torch.Tensor, output_dir: str, name: str, nrow: int) -> Dict[str, str]:
-    path = os.path.join(output_dir, name)
-    save_grid(images, path, nrow=nrow)
-    logger.info("wrote %s", path)
-    return {"path": path}
+def _grid_writer(images: torch.Tensor, nrow: int) -> Callable[[str], None]:
+    return lambda path: save_grid(images, path, nrow=nrow)
 
 
-def _run_consistency(pipe, settings: InterpolationSettings, output_dir: str, classifier) -> Dict[str, Any]:
+def _run_consistency(pipe, settings: InterpolationSettings, classifier):
     from .classifier import load_default_classifier
 
     classifier = (classifier or load_default_classifier()).to(pipe._execution_device)
     latents = torch.cat([seeded_latent(pipe, settings.seed + 20_000 + i) for i in range(settings.consistency_samples)])
     result = consistency(pipe, classifier, latents, settings.consistency_steps, settings.consistency_prompt)
-    path = os.path.join(output_dir, "consistency.png")
-    save_labelled_rows(
-        result.pop("images").flatten(0, 1),
-        path,
-        [f"S={s}" for s in result["steps"]],
-        nrow=settings.consistency_samples,
-    )
-    logger.info("wrote %s; same digit at every S for %.0f%% of latents", path, 100 * result["share_same_label"])
-    return {**result, "path": path}
+    images = result.pop("images").flatten(0, 1)
+    logger.info("same digit at every S for %.0f%% of latents", 100 * result["share_same_label"])
+    return result, images

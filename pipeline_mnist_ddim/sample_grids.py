@@ -4,13 +4,13 @@ Writes 8x8 grids of unconditional and conditional samples, the prompts (8 a line
 words and numerals mixed as in the lesson) and the exact settings used.
 """
 
+import itertools
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import asdict
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -21,7 +21,7 @@ from .files import atomic_path
 from .folder_io import load_pipeline_folder
 from .image_grid import save_grid
 from .lesson import labels_to_prompts
-from .settings import DTYPE_CHOICES, SampleSettings
+from .settings import SampleSettings
 
 
 logger = logging.getLogger(__name__)
@@ -35,34 +35,7 @@ OUTPUT_FILES = (
 
 def check_settings(settings: SampleSettings) -> torch.device:
     """Everything that can be checked before loading a model; returns the device."""
-    if settings.pipeline and settings.checkpoint:
-        raise ValueError("pass either --pipeline or --checkpoint, not both")
-    checkpoint_only = (
-        ("--text_encoder", settings.text_encoder),
-        ("--compact_text_encoder", settings.compact_text_encoder),
-        ("--ema", settings.ema),
-    )
-    for flag, value in checkpoint_only:
-        if value and not settings.checkpoint:
-            raise ValueError(f"{flag} applies to --checkpoint only (a pipeline folder has its own text encoder)")
-    if not isinstance(settings.num_samples, int) or settings.num_samples < 1:
-        raise ValueError(f"--num_samples must be at least 1, not {settings.num_samples}")
-    if not isinstance(settings.num_inference_steps, int) or settings.num_inference_steps < 1:
-        raise ValueError(f"--num_inference_steps must be a positive integer, not {settings.num_inference_steps}")
-    # For eta > 1, DDIM's sigma_t exceeds sqrt(1 - alpha_{t-1}) and the direction term's square root is undefined.
-    if not math.isfinite(settings.eta) or not 0 <= settings.eta <= 1:
-        raise ValueError(f"--eta must be a number from 0 (deterministic DDIM) to 1 (DDPM-like), not {settings.eta}")
-    if (
-        not math.isfinite(settings.guidance_scale) or settings.guidance_scale < 0
-    ):  # as the pipeline: <= 1 is no guidance
-        raise ValueError(
-            f"--guidance_scale must be a finite number >= 0 (<= 1: no guidance, the lesson), "
-            f"not {settings.guidance_scale}"
-        )
-    if settings.dtype not in DTYPE_CHOICES:
-        raise ValueError(f"--dtype must be one of {list(DTYPE_CHOICES)}, not {settings.dtype!r}")
-    if settings.prompts is not None and not settings.prompts.split():
-        raise ValueError('--prompts is empty: give words such as "7 seven 3", or leave it out for random digits')
+    settings.validate()
     check_writable_location(settings.output_dir)
     return pick_device(settings.device)
 
@@ -87,6 +60,20 @@ def check_scheduler_config(scheduler) -> None:
         )
 
 
+def check_timesteps(scheduler, num_inference_steps: int, flag: str = "--num_inference_steps") -> None:
+    """The scheduler's timesteps for this step count must lie inside its schedule (a steps_offset of 1 with
+    "leading" spacing reaches past it at S = num_train_timesteps): an IndexError mid-run otherwise."""
+    scheduler = type(scheduler).from_config(scheduler.config)  # a copy: the pipeline's own is set when it runs
+    scheduler.set_timesteps(num_inference_steps)
+    timesteps = scheduler.timesteps
+    last = scheduler.config.num_train_timesteps - 1
+    if len(timesteps) and not (0 <= int(timesteps.min()) and int(timesteps.max()) <= last):
+        raise ValueError(
+            f"{flag} {num_inference_steps} gives timesteps up to {int(timesteps.max())}, outside this scheduler's "
+            f"0..{last} (its steps_offset is {scheduler.config.get('steps_offset')}): use fewer steps"
+        )
+
+
 def check_against_pipeline(settings: SampleSettings, pipe) -> None:
     """What needs the loaded pipeline: a usable scheduler, the step count it allows, the words the tokenizer knows."""
     check_scheduler_config(pipe.scheduler)
@@ -94,6 +81,7 @@ def check_against_pipeline(settings: SampleSettings, pipe) -> None:
     if settings.num_inference_steps > max_steps:
         steps = settings.num_inference_steps
         raise ValueError(f"--num_inference_steps must be at most {max_steps} for this model, not {steps}")
+    check_timesteps(pipe.scheduler, settings.num_inference_steps)
     if settings.prompts is None:
         return
     if pipe.text_encoder is None:
@@ -122,15 +110,69 @@ def load_pipeline(settings: SampleSettings, dtype_name: Optional[str] = None):
     return load_pipeline_folder(settings.pipeline, dtype)
 
 
+def _taken(folder: str) -> bool:
+    return any(os.path.lexists(os.path.join(folder, f)) for f in OUTPUT_FILES)
+
+
 def fresh_output_dir(output_dir: str, overwrite: bool) -> str:
-    """``output_dir``, or ``output_dir/run-N`` when it already holds earlier outputs and overwrite is off."""
-    taken = lambda d: any(os.path.exists(os.path.join(d, f)) for f in OUTPUT_FILES)  # noqa: E731
-    if overwrite or not taken(output_dir):
+    """``output_dir``, or ``output_dir/run-N`` when it already holds earlier outputs and overwrite is off.
+
+    A guess, for saying early where the grids will go; `claim_output_dir` takes the folder for real.
+    """
+    if overwrite or not _taken(output_dir):
         return output_dir
     n = 2
-    while taken(os.path.join(output_dir, f"run-{n}")):
+    while _taken(os.path.join(output_dir, f"run-{n}")):
         n += 1
     return os.path.join(output_dir, f"run-{n}")
+
+
+def first_missing_folder(folder: str) -> Optional[str]:
+    """The outermost folder of ``folder``'s path that does not exist yet (what makedirs will create), or None."""
+    missing, path = None, os.path.abspath(folder)
+    while not os.path.lexists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
+def remove_created_folders(folder: str, created: Optional[str]) -> None:
+    """Removes ``folder`` and its parents up to ``created`` (what this run made), as long as they are empty."""
+    if created is None:
+        return
+    path = os.path.abspath(folder)
+    while os.path.isdir(path) and not os.listdir(path):
+        os.rmdir(path)
+        if path == created:
+            break
+        path = os.path.dirname(path)
+
+
+def claim_output_dir(output_dir: str, overwrite: bool) -> Tuple[str, Optional[str]]:
+    """The folder to write into and the folder this run created there (to remove if writing fails).
+
+    Without ``overwrite``, a folder is claimed by creating its ``settings.json`` exclusively (O_EXCL), which
+    the OS grants to one process only: two runs started together get ``output_dir`` and ``output_dir/run-2``,
+    never the same folder.
+    """
+    if overwrite:
+        created = first_missing_folder(output_dir)
+        os.makedirs(output_dir, exist_ok=True)
+        return output_dir, created
+    candidates = itertools.chain([output_dir], (os.path.join(output_dir, f"run-{n}") for n in itertools.count(2)))
+    for folder in candidates:
+        if _taken(folder):
+            continue
+        created = first_missing_folder(folder)
+        os.makedirs(folder, exist_ok=True)
+        try:
+            os.close(os.open(os.path.join(folder, "settings.json"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:  # another run claimed it first
+            continue
+        if any(os.path.lexists(os.path.join(folder, f)) for f in OUTPUT_FILES if f != "settings.json"):
+            os.remove(os.path.join(folder, "settings.json"))  # an earlier run's grids without its settings
+            continue
+        return folder, created
+    raise AssertionError("unreachable")  # itertools.count never ends
 
 
 def label_progress_bar(pipe, label: str) -> None:
@@ -184,25 +226,33 @@ def run(settings: SampleSettings) -> str:
         if images is not None and not torch.isfinite(images).all():  # would be saved as black squares
             raise ValueError(f"the {name} samples hold NaN or infinite values: the model or its settings are broken")
 
-    os.makedirs(output_dir, exist_ok=True)
-    with atomic_path(os.path.join(output_dir, "unconditional_samples.png")) as path:
-        save_grid(unconditional, path)
-    if conditional is not None:
-        with atomic_path(os.path.join(output_dir, "conditional_samples.png")) as path:
-            save_grid(conditional, path)
-        with atomic_path(os.path.join(output_dir, "conditional_sample_prompts.txt")) as path:
-            write_prompts(prompts, path)
-    with atomic_path(os.path.join(output_dir, "settings.json")) as path, open(path, "w") as f:
-        record = {
-            **asdict(settings),
-            "output_dir": output_dir,
-            "pipeline": settings.pipeline or (None if settings.checkpoint else "embedded default"),
-            "device": str(device),
-            "dtype_used": dtype,
-            "scheduler": type(pipe.scheduler).__name__,
-            "sampling_seconds": round(seconds, 1),
-        }
-        json.dump(record, f, indent=2)
+    output_dir, created = claim_output_dir(settings.output_dir, settings.overwrite)
+    try:
+        with atomic_path(os.path.join(output_dir, "unconditional_samples.png")) as path:
+            save_grid(unconditional, path)
+        if conditional is not None:
+            with atomic_path(os.path.join(output_dir, "conditional_samples.png")) as path:
+                save_grid(conditional, path)
+            with atomic_path(os.path.join(output_dir, "conditional_sample_prompts.txt")) as path:
+                write_prompts(prompts, path)
+        with atomic_path(os.path.join(output_dir, "settings.json")) as path, open(path, "w") as f:
+            record = {
+                **asdict(settings),
+                "output_dir": output_dir,
+                "pipeline": settings.pipeline or (None if settings.checkpoint else "embedded default"),
+                "device": str(device),
+                "dtype_used": dtype,
+                "scheduler": type(pipe.scheduler).__name__,
+                "sampling_seconds": round(seconds, 1),
+            }
+            json.dump(record, f, indent=2)
+    except BaseException:
+        if not settings.overwrite:  # this run's claim: the empty settings.json and the grids written so far
+            for name in OUTPUT_FILES:
+                if os.path.lexists(os.path.join(output_dir, name)):
+                    os.remove(os.path.join(output_dir, name))
+        remove_created_folders(output_dir, created)
+        raise
     logger.info(
         "sampled %d + %d images in %.1f s on %s -> %s",
         n,

@@ -5,6 +5,7 @@ The flags shared by the commands have one name each: ``--pipeline``, ``--checkpo
 ``--device``, ``--dtype``, ``--output_dir``, ``--seed``.
 """
 
+import math
 from dataclasses import dataclass, field
 from typing import List, Literal, Optional
 
@@ -16,6 +17,23 @@ DEFAULT_TEXT_ENCODER = "openai/clip-vit-large-patch14"  # the lesson's CLIP text
 SECTIONS = ("table", "guidance", "unconditional", "copying", "inversion")  # of the evaluation
 INTERPOLATION_SECTIONS = ("latents", "prompts", "consistency")
 DDPM_STEPS = 1000  # Algorithm 2 walks every training step (lesson.NUM_TRAIN_TIMESTEPS; torch-free here)
+# Upper bounds, checked before loading: the pipeline runs a grid or a strip as one batch, whose activations grow
+# with it (the default at 64 images: about 1 GB; a full-size network about 4x that).
+MAX_SAMPLES = 256  # --num_samples: images per grid (the lesson's: 64)
+MAX_FRAMES = 64  # --num_frames: images per interpolation strip
+MAX_ROWS = 16  # --num_pairs, --prompt_pairs: strips per figure
+MAX_CONSISTENCY_SAMPLES = 64  # --consistency_samples
+MAX_CONSISTENCY_ROWS = 10  # --consistency_steps: step counts S
+MAX_STEPS = 1000  # any step count: the lesson's schedule has 1000 timesteps
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
+
+
+def check_seed(seed, flag: str = "--seed") -> int:
+    """``seed`` when torch can seed a generator with it; a ValueError naming ``flag`` otherwise."""
+    low, high = SEED_RANGE
+    if not isinstance(seed, int) or isinstance(seed, bool) or not low <= seed <= high:
+        raise ValueError(f"{flag} must be a whole number from -2**63 to 2**64 - 1 (torch's seeds), not {seed}")
+    return seed
 
 
 def option(default=None, help: str = "", **kwargs):
@@ -52,6 +70,36 @@ class SampleSettings:
         "a CPU with native bf16 (AMX, AVX512-BF16), else float32",
     )
     prompts: Optional[str] = option(None, 'prompts to cycle through, e.g. "7 seven 3" (None: random digits)')
+
+    def validate(self) -> None:
+        """Everything that needs no model (nor torch), checked before loading one: a ValueError naming the flag."""
+        if self.pipeline and self.checkpoint:
+            raise ValueError("pass either --pipeline or --checkpoint, not both")
+        checkpoint_only = (
+            ("--text_encoder", self.text_encoder),
+            ("--compact_text_encoder", self.compact_text_encoder),
+            ("--ema", self.ema),
+        )
+        for flag, value in checkpoint_only:
+            if value and not self.checkpoint:
+                raise ValueError(f"{flag} applies to --checkpoint only (a pipeline folder has its own text encoder)")
+        if not isinstance(self.num_samples, int) or not 1 <= self.num_samples <= MAX_SAMPLES:
+            raise ValueError(f"--num_samples must be a whole number from 1 to {MAX_SAMPLES}, not {self.num_samples}")
+        check_seed(self.seed)
+        if not isinstance(self.num_inference_steps, int) or self.num_inference_steps < 1:
+            raise ValueError(f"--num_inference_steps must be a positive integer, not {self.num_inference_steps}")
+        # For eta > 1, DDIM's sigma_t exceeds sqrt(1 - alpha_{t-1}) and the direction term's square root is undefined.
+        if not math.isfinite(self.eta) or not 0 <= self.eta <= 1:
+            raise ValueError(f"--eta must be a number from 0 (deterministic DDIM) to 1 (DDPM-like), not {self.eta}")
+        if not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:  # as the pipeline: <= 1 is no guidance
+            raise ValueError(
+                f"--guidance_scale must be a finite number >= 0 (<= 1: no guidance, the lesson), "
+                f"not {self.guidance_scale}"
+            )
+        if self.dtype not in DTYPE_CHOICES:
+            raise ValueError(f"--dtype must be one of {list(DTYPE_CHOICES)}, not {self.dtype!r}")
+        if self.prompts is not None and not self.prompts.split():
+            raise ValueError('--prompts is empty: give words such as "7 seven 3", or leave it out for random digits')
 
 
 @dataclass
@@ -207,6 +255,48 @@ class InterpolationSettings:
     consistency_prompt: Optional[str] = option(None, "prompt for the consistency grid (None: unconditional)")
     seed: int = option(0, "seed of the latents")
 
+    # The figures' latents are seeded from seed to seed + LAST_SEED_OFFSET (interpolation.py).
+    LAST_SEED_OFFSET = 20_000 + MAX_CONSISTENCY_SAMPLES
+
+    def validate(self) -> None:
+        """Everything that needs no model, checked before loading one: a ValueError naming the flag."""
+
+        def whole(flag: str, value, low: int, high: int) -> None:
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"{flag} must be a whole number from {low} to {high}, not {value}")
+
+        if not self.sections:
+            raise ValueError(f"--sections is empty: choose from {', '.join(INTERPOLATION_SECTIONS)}")
+        strips = "latents" in self.sections or "prompts" in self.sections
+        if strips:
+            whole("--num_frames", self.num_frames, 2, MAX_FRAMES)
+            whole("--num_inference_steps", self.num_inference_steps, 1, MAX_STEPS)
+        if "latents" in self.sections:
+            whole("--num_pairs", self.num_pairs, 1, MAX_ROWS)
+        if "prompts" in self.sections:
+            whole("number of --prompt_pairs", len(self.prompt_pairs), 1, MAX_ROWS)
+            for pair in self.prompt_pairs:
+                parts = [part.strip() for part in pair.split(",")]
+                if len(parts) != 2 or not all(parts):
+                    raise ValueError(f'--prompt_pairs takes pairs such as 3,8 or "one,seven", not {pair!r}')
+        if "consistency" in self.sections:
+            whole("--consistency_samples", self.consistency_samples, 1, MAX_CONSISTENCY_SAMPLES)
+            whole("number of --consistency_steps", len(self.consistency_steps), 1, MAX_CONSISTENCY_ROWS)
+            for steps in self.consistency_steps:
+                whole("--consistency_steps", steps, 1, MAX_STEPS)
+        for flag, prompt in (
+            ("--latent_prompt", self.latent_prompt),
+            ("--consistency_prompt", self.consistency_prompt),
+        ):
+            if prompt is not None and not prompt.strip():
+                raise ValueError(f"{flag} is empty: give a digit such as 7, or leave it out (unconditional)")
+        low, high = SEED_RANGE
+        if not isinstance(self.seed, int) or not low <= self.seed <= high - self.LAST_SEED_OFFSET:
+            raise ValueError(
+                f"--seed must be a whole number from -2**63 to 2**64 - 1 - {self.LAST_SEED_OFFSET} (the figures' "
+                f"latents are seeded from seed to seed + {self.LAST_SEED_OFFSET}), not {self.seed}"
+            )
+
 
 @dataclass
 class InterpolateOptions:
@@ -227,6 +317,8 @@ class DemoOptions:
     concurrency_limit: int = option(1, "jobs run at once, all tabs together")
     max_images: int = option(32, "images per Sample request")
     max_image_steps: int = option(2000, "network evaluations per request (images x steps, x 2 with guidance)")
+    max_seconds: float = option(120.0, "wall time of one request; it is stopped at the next step after that")
+    max_client_requests: int = option(4, "requests one client (IP address) may start per 10 minutes")
 
 
 @dataclass

@@ -8,6 +8,7 @@
 """
 
 import logging
+import math
 import sys
 
 from ..cli import parse_settings, quiet_on_ctrl_c
@@ -24,10 +25,13 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests to itself
     args = parse_args(argv)
-    for name in ("port", "concurrency_limit", "max_images", "max_image_steps"):
+    for name in ("port", "concurrency_limit", "max_images", "max_image_steps", "max_client_requests"):
         if getattr(args, name) < 1:
             print(f"error: --{name} must be at least 1, not {getattr(args, name)}", file=sys.stderr)
             return 2
+    if not math.isfinite(args.max_seconds) or args.max_seconds <= 0:
+        print(f"error: --max_seconds must be a positive number of seconds, not {args.max_seconds}", file=sys.stderr)
+        return 2
     try:
         from ..demo import DemoLimits, build_demo, import_gradio, launch
         from ..devices import pick_device, torch_dtype
@@ -37,7 +41,11 @@ def main(argv=None) -> int:
         device = pick_device(args.device)
         pipe = load_pipeline_folder(args.pipeline, torch_dtype(args.dtype)).to(device)
         limits = DemoLimits(
-            max_images=args.max_images, max_image_steps=args.max_image_steps, concurrency=args.concurrency_limit
+            max_images=args.max_images,
+            max_image_steps=args.max_image_steps,
+            concurrency=args.concurrency_limit,
+            max_seconds=args.max_seconds,
+            max_client_requests=args.max_client_requests,
         )
         blocks = build_demo(pipe, source=args.pipeline, limits=limits, device=str(device))
     except (ImportError, ValueError, OSError) as err:  # Gradio missing, bad paths and arguments: say what

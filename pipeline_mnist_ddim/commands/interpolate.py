@@ -27,13 +27,15 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     settings, options = parse_args(argv)
     try:
+        settings.validate()  # everything that needs no model, before loading one
         check_writable_location(options.output_dir)  # now, not after the sampling
         from ..devices import pick_device, torch_dtype
         from ..folder_io import load_pipeline_folder
-        from ..interpolation import run_interpolation
+        from ..interpolation import check_against_pipeline, run_interpolation
 
         device = pick_device(options.device)
         pipe = load_pipeline_folder(options.pipeline, torch_dtype(options.dtype)).to(device)
+        check_against_pipeline(pipe, settings)
         results = run_interpolation(pipe, settings, options.output_dir)
     except USER_ERRORS as err:  # bad paths, prompts and arguments: say what, no traceback
         return report(err)

@@ -12,7 +12,7 @@ when that folder already holds a run, into output_dir/run-N (or replace it with 
 import logging
 import sys
 
-from ..cli import USER_ERRORS, parse_settings, quiet_on_ctrl_c, report, sigterm_unwinds
+from ..cli import USER_ERRORS, check_writable_location, parse_settings, quiet_on_ctrl_c, report, sigterm_unwinds
 from ..settings import SampleSettings
 
 
@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     settings = parse_args(argv)
     try:
+        settings.validate()  # before importing torch: bad arguments answer at once
+        check_writable_location(settings.output_dir)
         from ..sample_grids import run
 
         with sigterm_unwinds():  # a killed run removes its half-written file
