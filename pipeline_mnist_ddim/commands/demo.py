@@ -11,7 +11,7 @@ import logging
 import math
 import sys
 
-from ..cli import parse_settings, quiet_on_ctrl_c
+from ..cli import parse_settings, quiet_on_ctrl_c, report
 from ..settings import DemoOptions
 
 
@@ -49,8 +49,7 @@ def main(argv=None) -> int:
         )
         blocks = build_demo(pipe, source=args.pipeline, limits=limits, device=str(device))
     except (ImportError, ValueError, OSError) as err:  # Gradio missing, bad paths and arguments: say what
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report(err)
     launch(blocks, host=args.host, port=args.port, share=args.share)
     return 0
 
