@@ -1,8 +1,8 @@
-"""The web demo: ``mnist-ddim-demo`` (pipeline_mnist_ddim/commands/demo.py); --help lists the flags."""
+"""The web demo: ``mnist-ddim-demo`` (pipeline_mnist_ddim/tools/commands/demo.py); --help lists the flags."""
 
 import sys
 
-from pipeline_mnist_ddim.commands.demo import main
+from pipeline_mnist_ddim.tools.commands.demo import main
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pipeline_mnist_ddim.settings import option
 if TYPE_CHECKING:  # imported after parsing, so that --help answers at once
     import torch
 
-    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_CARD_DETAILS = os.path.join(REPO_DIR, "docs", "default_model.md")
@@ -71,23 +71,23 @@ def without_prefix(state_dict: dict) -> dict:
     }
 
 
-def load_default(source: str) -> "MNistDDIMPipeline":
+def load_default(source: str) -> "MNISTDDIMPipeline":
     from diffusers import DDIMScheduler
     from safetensors.torch import load_file
     from transformers import AutoTokenizer, CLIPTextModel
 
-    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-    from pipeline_mnist_ddim.unet_mnist import MNistUNet2DConditionModel
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
+    from pipeline_mnist_ddim.unet_mnist import MNISTUNet2DConditionModel
 
     dtype = stored_dtype(os.path.join(source, "unet", "diffusion_pytorch_model.safetensors"))
     # from its config and weights file rather than from_pretrained, which would record the local path in the config
-    unet = MNistUNet2DConditionModel.from_config(MNistUNet2DConditionModel.load_config(source, subfolder="unet"))
+    unet = MNISTUNet2DConditionModel.from_config(MNISTUNet2DConditionModel.load_config(source, subfolder="unet"))
     unet.load_state_dict(load_file(os.path.join(source, "unet", "diffusion_pytorch_model.safetensors")), strict=True)
     unet.to(dtype).eval()
     text_encoder = CLIPTextModel.from_pretrained(os.path.join(source, "text_encoder"), dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(source, "tokenizer"))
     scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
-    return MNistDDIMPipeline(
+    return MNISTDDIMPipeline(
         unet=unet, scheduler=scheduler, text_encoder=text_encoder.requires_grad_(False).eval(), tokenizer=tokenizer
     )
 

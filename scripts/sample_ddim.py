@@ -1,8 +1,8 @@
-"""Lesson 6's sampling script: ``mnist-ddim-sample`` (pipeline_mnist_ddim/commands/sample.py); --help lists the flags."""
+"""Lesson 6's sampling script: ``mnist-ddim-sample`` (pipeline_mnist_ddim/tools/commands/sample.py); --help lists the flags."""
 
 import sys
 
-from pipeline_mnist_ddim.commands.sample import main
+from pipeline_mnist_ddim.tools.commands.sample import main
 
 
 if __name__ == "__main__":

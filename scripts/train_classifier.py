@@ -1,8 +1,8 @@
-"""The evaluation's digit classifier: ``mnist-ddim-train-classifier`` (pipeline_mnist_ddim/commands/train_classifier.py)."""
+"""The evaluation's digit classifier: ``mnist-ddim-train-classifier`` (pipeline_mnist_ddim/tools/commands/train_classifier.py)."""
 
 import sys
 
-from pipeline_mnist_ddim.commands.train_classifier import main
+from pipeline_mnist_ddim.tools.commands.train_classifier import main
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ Space variable MNIST_DDIM_PIPELINE to a Hub id or folder to serve another conver
 
 import os
 
-from pipeline_mnist_ddim.demo import DemoLimits, build_demo, launch
-from pipeline_mnist_ddim.devices import pick_device
-from pipeline_mnist_ddim.folder_io import load_pipeline_folder
+from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder
+from pipeline_mnist_ddim.tools.demo import DemoLimits, build_demo, launch
+from pipeline_mnist_ddim.tools.devices import pick_device
 
 
 source = os.environ.get("MNIST_DDIM_PIPELINE") or None

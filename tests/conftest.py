@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline_mnist_ddim.conversion import strip_prefixes, unet_from_lesson_state_dict
-from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-from pipeline_mnist_ddim.reference import LessonDiffusion, LessonUNet
-from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
-from pipeline_mnist_ddim.text_encoder import build_text_encoder
+from pipeline_mnist_ddim.conversion.checkpoint import strip_prefixes, unet_from_lesson_state_dict
+from pipeline_mnist_ddim.conversion.text_encoders import build_text_encoder
+from pipeline_mnist_ddim.lesson.reference import LessonDiffusion, LessonUNet
+from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
+from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def seeded_latents(batch_size: int, seed: int = 0, channels: int = 1) -> torch.T
 
 def sample_in_process(unet, text_encoder, tokenizer, prompts, steps: int, seed: int):
     """What a saved or uploaded folder must reproduce: the same components, never saved, sampled here."""
-    pipe = MNistDDIMPipeline(unet, lesson_ddim_scheduler(), text_encoder, tokenizer)
+    pipe = MNISTDDIMPipeline(unet, lesson_ddim_scheduler(), text_encoder, tokenizer)
     pipe.set_progress_bar_config(disable=True)
     generator = torch.Generator().manual_seed(seed)
     return pipe(prompt=prompts, num_inference_steps=steps, generator=generator, output_type="np").images
@@ -118,10 +118,10 @@ def tiny_text_encoder():
 
 
 @pytest.fixture
-def tiny_pipeline(tiny_unet, tiny_text_encoder) -> MNistDDIMPipeline:
+def tiny_pipeline(tiny_unet, tiny_text_encoder) -> MNISTDDIMPipeline:
     """A fresh pipeline (own scheduler) around the shared, read-only components."""
     text_encoder, tokenizer = tiny_text_encoder
-    pipe = MNistDDIMPipeline(
+    pipe = MNISTDDIMPipeline(
         unet=tiny_unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer
     )
     pipe.set_progress_bar_config(disable=True)
@@ -129,8 +129,8 @@ def tiny_pipeline(tiny_unet, tiny_text_encoder) -> MNistDDIMPipeline:
 
 
 @pytest.fixture
-def unconditional_pipeline(tiny_unet) -> MNistDDIMPipeline:
-    pipe = MNistDDIMPipeline(unet=tiny_unet, scheduler=lesson_ddim_scheduler())
+def unconditional_pipeline(tiny_unet) -> MNISTDDIMPipeline:
+    pipe = MNISTDDIMPipeline(unet=tiny_unet, scheduler=lesson_ddim_scheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -155,6 +155,6 @@ def text_encoder_folder(tiny_text_encoder, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def convert_script():
     """The converter command (``mnist-ddim-convert``; ``convert_checkpoint.py`` wraps it)."""
-    from pipeline_mnist_ddim.commands import convert
+    from pipeline_mnist_ddim.tools.commands import convert
 
     return convert

@@ -152,8 +152,8 @@ def tiny_clip_pipeline(unet, vocabulary_dir: str):
     what a pipeline converted with the lesson's real CLIP holds, only small."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-    from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+    from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
 
     characters = list(bytes_to_unicode().values())
     merged = ["se", "sev", "seve", "seven</w>", "on", "one</w>"]
@@ -180,7 +180,7 @@ def tiny_clip_pipeline(unet, vocabulary_dir: str):
             pad_token_id=tokenizer.pad_token_id,
         )
     ).eval()
-    return MNistDDIMPipeline(
+    return MNISTDDIMPipeline(
         unet=unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer
     )
 
@@ -189,19 +189,19 @@ def write(work: str, default_dir: str = None) -> None:
     import jinja2.meta
 
     from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
-    from pipeline_mnist_ddim.classifier import load_default_classifier
-    from pipeline_mnist_ddim.folder_io import MODEL_CARD_TEMPLATE, save_pipeline_folder
+    from pipeline_mnist_ddim.conversion.folders import MODEL_CARD_TEMPLATE, save_pipeline_folder
+    from pipeline_mnist_ddim.conversion.text_encoders import build_text_encoder
     from pipeline_mnist_ddim.lesson import TEXT_LABELS
-    from pipeline_mnist_ddim.metrics import predict_labels
-    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-    from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
-    from pipeline_mnist_ddim.text_encoder import build_text_encoder
-    from pipeline_mnist_ddim.unet_mnist import MNistUNet2DConditionModel
+    from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
+    from pipeline_mnist_ddim.tools.classifier import load_default_classifier
+    from pipeline_mnist_ddim.tools.metrics import predict_labels
+    from pipeline_mnist_ddim.unet_mnist import MNISTUNet2DConditionModel
 
     torch.manual_seed(0)
-    unet = MNistUNet2DConditionModel(base_channels=32, cross_attention_dim=32)
+    unet = MNISTUNet2DConditionModel(base_channels=32, cross_attention_dim=32)
     text_encoder, tokenizer = build_text_encoder(hidden_size=32, num_layers=1)
-    tiny = MNistDDIMPipeline(
+    tiny = MNISTDDIMPipeline(
         unet=unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer
     )
     save_pipeline_folder(tiny.to(dtype=torch.float16), os.path.join(work, "tiny"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import lesson_state_dict
 
-from pipeline_mnist_ddim.conversion import CheckpointError, read_checkpoint
+from pipeline_mnist_ddim.conversion.checkpoint import CheckpointError, read_checkpoint
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -138,7 +138,7 @@ def test_missing_key_is_refused_naming_the_missing_weight(convert_script, capsys
 
 
 def test_text_encoder_of_the_wrong_width_is_refused(convert_script, capsys, workdir, lesson_checkpoint):
-    from pipeline_mnist_ddim.text_encoder import build_text_encoder
+    from pipeline_mnist_ddim.conversion.text_encoders import build_text_encoder
 
     text_encoder, tokenizer = build_text_encoder(hidden_size=64, num_layers=1)  # the network expects 32
     encoder_folder = workdir / "inputs" / "wide-encoder"
@@ -198,14 +198,14 @@ def test_bad_checkpoint_with_overwrite_keeps_the_existing_folder(convert_script,
 
 @pytest.mark.parametrize("source", ["/no/such/folder", "./no-such-folder", "no/such/folder"])
 def test_missing_pipeline_folder_is_named_not_mistaken_for_a_hub_id(source):
-    from pipeline_mnist_ddim.folder_io import load_pipeline_folder
+    from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder
 
     with pytest.raises(OSError, match="no pipeline folder at"):
         load_pipeline_folder(source)
 
 
 def test_folder_without_model_index_is_refused(workdir):
-    from pipeline_mnist_ddim.folder_io import load_pipeline_folder
+    from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder
 
     with pytest.raises(OSError, match="no model_index.json"):
         load_pipeline_folder(str(workdir))
@@ -215,7 +215,7 @@ def test_hub_ids_still_go_to_the_hub(monkeypatch):
     """`user/repo` is handed to diffusers as it is, not taken for a missing local folder (no network here)."""
     from diffusers import DiffusionPipeline
 
-    from pipeline_mnist_ddim.folder_io import load_pipeline_folder
+    from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder
 
     asked = []
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", lambda source, **kwargs: asked.append((source, kwargs)))

@@ -14,11 +14,12 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
-from pipeline_mnist_ddim.cli import describe, headline, parse_settings
-from pipeline_mnist_ddim.settings import SampleSettings
+from pipeline_mnist_ddim.conversion.errors import describe, headline
+from pipeline_mnist_ddim.tools.cli import parse_settings
+from pipeline_mnist_ddim.tools.settings import SampleSettings
 
 
-# wrapper script (relative to the repository) -> command module in pipeline_mnist_ddim.commands
+# wrapper script (relative to the repository) -> command module in pipeline_mnist_ddim.tools.commands
 WRAPPERS = {
     "scripts/sample_ddim.py": "sample",
     "convert_checkpoint.py": "convert",
@@ -50,7 +51,7 @@ def run_help(*command: str):
 
 HELP_COMMANDS = [
     *sorted([*WRAPPERS, "scripts/refresh_default_pipeline.py"]),
-    *(f"-m pipeline_mnist_ddim.commands.{command}" for command in sorted(WRAPPERS.values())),  # the entry points
+    *(f"-m pipeline_mnist_ddim.tools.commands.{command}" for command in sorted(WRAPPERS.values())),  # the entry points
 ]
 
 
@@ -71,8 +72,8 @@ def test_help_keeps_the_usage_example_lines():
 @pytest.mark.parametrize("script, command", sorted(WRAPPERS.items()))
 def test_script_wraps_its_command_module(script, command):
     source = (REPO_ROOT / script).read_text()
-    assert f"from pipeline_mnist_ddim.commands.{command} import main" in source
-    assert callable(importlib.import_module(f"pipeline_mnist_ddim.commands.{command}").main)
+    assert f"from pipeline_mnist_ddim.tools.commands.{command} import main" in source
+    assert callable(importlib.import_module(f"pipeline_mnist_ddim.tools.commands.{command}").main)
 
 
 def test_every_command_is_a_console_entry_point():
@@ -80,13 +81,15 @@ def test_every_command_is_a_console_entry_point():
     config.read(REPO_ROOT / "setup.cfg")
     lines = [line.split("=") for line in config["options.entry_points"]["console_scripts"].strip().splitlines()]
     targets = {name.strip(): target.strip() for name, target in lines}
-    assert set(targets.values()) == {f"pipeline_mnist_ddim.commands.{command}:main" for command in WRAPPERS.values()}
+    assert set(targets.values()) == {
+        f"pipeline_mnist_ddim.tools.commands.{command}:main" for command in WRAPPERS.values()
+    }
     assert all(name.startswith("mnist-ddim-") for name in targets)
 
 
 @pytest.mark.parametrize("command", ["sample", "convert", "evaluate", "interpolate", "demo", "benchmark"])
 def test_commands_that_run_a_model_share_device_and_dtype_flags(command):
-    parse_args = importlib.import_module(f"pipeline_mnist_ddim.commands.{command}").parse_args
+    parse_args = importlib.import_module(f"pipeline_mnist_ddim.tools.commands.{command}").parse_args
     flags = {"--device": "cpu", "--dtype": "bfloat16"}
     if command == "convert":  # writes weights in --dtype; runs nothing
         flags = {"--checkpoint": "c.pt", "--output_dir": "o", "--dtype": "bfloat16"}
@@ -103,7 +106,7 @@ def test_commands_that_run_a_model_share_device_and_dtype_flags(command):
 
 
 def test_sampler_and_converter_name_the_checkpoint_alike():
-    from pipeline_mnist_ddim.commands import convert, sample
+    from pipeline_mnist_ddim.tools.commands import convert, sample
 
     assert sample.parse_args(["--checkpoint", "c.pt"]).checkpoint == "c.pt"
     assert convert.parse_args(["--checkpoint", "c.pt", "--output_dir", "o"]).checkpoint == "c.pt"
@@ -118,14 +121,14 @@ def test_sampler_and_converter_name_the_checkpoint_alike():
     ],
 )
 def test_old_spellings_still_work_with_a_deprecation_warning(command, old, new, check, caplog):
-    parse_args = importlib.import_module(f"pipeline_mnist_ddim.commands.{command}").parse_args
+    parse_args = importlib.import_module(f"pipeline_mnist_ddim.tools.commands.{command}").parse_args
     with caplog.at_level(logging.WARNING):
         assert check(parse_args(old))
     assert f"{old[0]} is deprecated" in caplog.text and f"use {new}" in caplog.text
 
 
 def test_old_classifier_output_file_still_works_with_a_deprecation_warning(caplog):
-    from pipeline_mnist_ddim.commands import train_classifier
+    from pipeline_mnist_ddim.tools.commands import train_classifier
 
     with caplog.at_level(logging.WARNING):
         _, output_file = train_classifier.parse_args(["--output", "w.safetensors", "--epochs", "1"])
@@ -133,14 +136,14 @@ def test_old_classifier_output_file_still_works_with_a_deprecation_warning(caplo
 
 
 def test_classifier_default_output_is_the_shipped_weights():
-    from pipeline_mnist_ddim.classifier import DEFAULT_WEIGHTS
-    from pipeline_mnist_ddim.commands import train_classifier
+    from pipeline_mnist_ddim.tools.classifier import DEFAULT_WEIGHTS
+    from pipeline_mnist_ddim.tools.commands import train_classifier
 
     assert train_classifier.parse_args([])[1] == DEFAULT_WEIGHTS
 
 
 def test_training_accepts_only_the_mixed_precision_it_supports(capsys):
-    from pipeline_mnist_ddim.commands import train
+    from pipeline_mnist_ddim.tools.commands import train
 
     assert train.parse_args(["--mixed_precision", "bf16"]).mixed_precision == "bf16"
     with pytest.raises(SystemExit) as exit:
@@ -177,8 +180,8 @@ def test_a_quoted_library_error_keeps_its_first_line_without_the_period():
 
 
 def test_quick_evaluation_presets_are_overridden_by_given_flags():
-    from pipeline_mnist_ddim.commands import evaluate
-    from pipeline_mnist_ddim.settings import EvalSettings
+    from pipeline_mnist_ddim.tools.commands import evaluate
+    from pipeline_mnist_ddim.tools.settings import EvalSettings
 
     settings, _ = evaluate.parse_args(["--quick", "--num_samples", "5"])
     assert settings.num_samples == 5 and settings.steps == EvalSettings.quick().steps
@@ -186,7 +189,7 @@ def test_quick_evaluation_presets_are_overridden_by_given_flags():
 
 def test_ddpm_steps_default_is_the_lessons_training_steps():
     from pipeline_mnist_ddim.lesson import NUM_TRAIN_TIMESTEPS
-    from pipeline_mnist_ddim.settings import DDPM_STEPS
+    from pipeline_mnist_ddim.tools.settings import DDPM_STEPS
 
     assert DDPM_STEPS == NUM_TRAIN_TIMESTEPS
 
@@ -197,7 +200,7 @@ def test_ddpm_steps_default_is_the_lessons_training_steps():
 @pytest.fixture
 def sample_with_tiny_pipeline(tiny_pipeline, monkeypatch, tmp_path):
     """Runs ``mnist-ddim-sample`` into tmp_path/out with the tiny pipeline; records each pipeline call's bar label."""
-    from pipeline_mnist_ddim.commands import sample
+    from pipeline_mnist_ddim.tools.commands import sample
 
     labels = []
     pipeline_class = type(tiny_pipeline)
@@ -209,7 +212,7 @@ def sample_with_tiny_pipeline(tiny_pipeline, monkeypatch, tmp_path):
 
     tiny_pipeline.__class__ = Recording  # this test's instance only
     monkeypatch.setattr(
-        "pipeline_mnist_ddim.sample_grids.load_pipeline", lambda settings, dtype_name=None: tiny_pipeline
+        "pipeline_mnist_ddim.tools.sample.load_pipeline", lambda settings, dtype_name=None: tiny_pipeline
     )
 
     def run(*argv):
@@ -243,7 +246,7 @@ def test_redirected_run_records_its_real_folder_and_says_so_before_sampling(
 
 def test_ctrl_c_ends_a_tool_with_one_line_and_exit_code_130_leaving_no_half_written_files(tmp_path):
     output = tmp_path / "out"
-    command = [sys.executable, "-m", "pipeline_mnist_ddim.commands.sample", "--output_dir", str(output)]
+    command = [sys.executable, "-m", "pipeline_mnist_ddim.tools.commands.sample", "--output_dir", str(output)]
     command += ["--num_samples", "4", "--num_inference_steps", "1000"]  # long enough to be interrupted
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)

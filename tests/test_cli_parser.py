@@ -15,8 +15,8 @@ from typing import List, Literal, Optional
 import pytest
 from transformers import HfArgumentParser
 
-from pipeline_mnist_ddim import cli
-from pipeline_mnist_ddim.commands import (
+from pipeline_mnist_ddim.tools import cli
+from pipeline_mnist_ddim.tools.commands import (
     benchmark,
     convert,
     demo,
@@ -26,7 +26,7 @@ from pipeline_mnist_ddim.commands import (
     train,
     train_classifier,
 )
-from pipeline_mnist_ddim.settings import (
+from pipeline_mnist_ddim.tools.settings import (
     BenchmarkOptions,
     ClassifierTrainingOptions,
     ConvertSettings,

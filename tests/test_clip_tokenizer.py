@@ -21,8 +21,8 @@ from test_compact_text_encoder import SIZE_LIMIT, folder_size, full_encoder_roun
 from test_round_trip import run_converter
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from pipeline_mnist_ddim.commands import convert as convert_command
-from pipeline_mnist_ddim.compaction import LESSON_PROMPTS
+from pipeline_mnist_ddim.conversion.prompt_table import LESSON_PROMPTS
+from pipeline_mnist_ddim.tools.commands import convert as convert_command
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -19,9 +19,9 @@ from test_round_trip import LOAD_AND_SAMPLE, run_converter
 from yardsticks import float32_rounding
 
 import pipeline_mnist_ddim.compact_text_encoder as compact_module
-from pipeline_mnist_ddim.commands import convert as convert_command
-from pipeline_mnist_ddim.compaction import LESSON_PROMPTS, compact_text_encoder
-from pipeline_mnist_ddim.text_encoder import build_text_encoder, encode_prompts
+from pipeline_mnist_ddim.conversion.prompt_table import LESSON_PROMPTS, compact_text_encoder
+from pipeline_mnist_ddim.conversion.text_encoders import build_text_encoder, encode_prompts
+from pipeline_mnist_ddim.tools.commands import convert as convert_command
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -211,8 +211,8 @@ def test_compact_needs_a_text_encoder(lesson_checkpoint, tmp_path, capsys):
 
 
 def test_sample_script_accepts_compact_text_encoder(lesson_checkpoint, text_encoder_folder):
-    from pipeline_mnist_ddim.commands import sample
-    from pipeline_mnist_ddim.sample_grids import load_pipeline
+    from pipeline_mnist_ddim.tools.commands import sample
+    from pipeline_mnist_ddim.tools.sample import load_pipeline
 
     settings = sample.parse_args(
         ["--checkpoint", str(lesson_checkpoint), "--text_encoder", str(text_encoder_folder), "--compact_text_encoder"]

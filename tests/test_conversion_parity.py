@@ -14,13 +14,13 @@ import pytest
 import torch
 from conftest import TEST_DATA, convert, lesson_state_dict, perturbed_reference
 
-from pipeline_mnist_ddim.conversion import (
+from pipeline_mnist_ddim.conversion.checkpoint import (
     infer_unet_config,
     strip_prefixes,
     unet_from_lesson_state_dict,
 )
-from pipeline_mnist_ddim.reference import LessonDiffusion, LessonUNet, SinusoidalEmbedding, SpatialTransformer
-from pipeline_mnist_ddim.unet_mnist import MNistUNet2DConditionModel
+from pipeline_mnist_ddim.lesson.reference import LessonDiffusion, LessonUNet, SinusoidalEmbedding, SpatialTransformer
+from pipeline_mnist_ddim.unet_mnist import MNISTUNet2DConditionModel
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -147,7 +147,7 @@ def test_timestep_sinusoid_is_the_lessons_bit_for_bit(base_channels):
 
     Its frequencies are float32 and its angles take the timesteps' dtype (float64 in a float64 network)."""
     with torch.device("meta"):  # the sinusoid has no weights
-        unet = MNistUNet2DConditionModel(base_channels=base_channels, cross_attention_dim=32)
+        unet = MNISTUNet2DConditionModel(base_channels=base_channels, cross_attention_dim=32)
     lesson = SinusoidalEmbedding(base_channels)
     timesteps = torch.arange(1000)
     expected = lesson(timesteps.float())  # Lesson 6 passes float timesteps, Lesson 5e's training long ones

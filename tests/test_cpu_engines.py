@@ -4,8 +4,8 @@ import importlib.util
 
 import torch
 
-from pipeline_mnist_ddim import engine_benchmark
-from pipeline_mnist_ddim.commands import benchmark as benchmark_command
+from pipeline_mnist_ddim.tools.benchmarks import cpu_engines as engine_benchmark
+from pipeline_mnist_ddim.tools.commands import benchmark as benchmark_command
 
 
 def test_cpu_engines_suite_without_the_engines_names_the_packages_to_install(monkeypatch, capsys):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline_mnist_ddim.data import DatasetError, load_mnist
+from pipeline_mnist_ddim.tools.data import DatasetError, load_mnist
 
 
 IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 2051, 2049

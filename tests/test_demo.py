@@ -1,4 +1,4 @@
-"""The web demo's functions (pipeline_mnist_ddim/demo.py) on a tiny pipeline; the page itself: test_demo_browser.py."""
+"""The web demo's functions (pipeline_mnist_ddim/tools/demo.py) on a tiny pipeline; the page itself: test_demo_browser.py."""
 
 import importlib.util
 import sys
@@ -9,20 +9,20 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 
-from pipeline_mnist_ddim.commands import demo as demo_command
-from pipeline_mnist_ddim.demo import (
+from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder, save_pipeline_folder
+from pipeline_mnist_ddim.conversion.text_encoders import VOCABULARY
+from pipeline_mnist_ddim.tools.commands import demo as demo_command
+from pipeline_mnist_ddim.tools.demo import (
     SCHEDULERS,
     DemoInputError,
     DemoLimits,
     GradioHandlers,
-    MNistDemo,
+    MNISTDemo,
     build_demo,
     digit_from_image,
     parse_prompts,
 )
-from pipeline_mnist_ddim.folder_io import load_pipeline_folder, save_pipeline_folder
-from pipeline_mnist_ddim.interpolation import seeded_latent
-from pipeline_mnist_ddim.text_encoder import VOCABULARY
+from pipeline_mnist_ddim.tools.interpolation import seeded_latent
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,17 +56,17 @@ def drawn_digit(dark_on_light=False, transparent=False):
 
 @pytest.fixture
 def demo(tiny_pipeline):
-    return MNistDemo(tiny_pipeline, limits=DemoLimits(max_images=8, max_image_steps=200, max_frames=6))
+    return MNISTDemo(tiny_pipeline, limits=DemoLimits(max_images=8, max_image_steps=200, max_frames=6))
 
 
 @pytest.fixture(scope="module")
 def saved_tiny_pipeline(tiny_unet, tiny_text_encoder, tmp_path_factory):
     """The tiny pipeline written as a folder and loaded back through its own remote code, as the demo loads one."""
-    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-    from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+    from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
 
     text_encoder, tokenizer = tiny_text_encoder
-    pipe = MNistDDIMPipeline(
+    pipe = MNISTDDIMPipeline(
         unet=tiny_unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer
     )
     folder = save_pipeline_folder(pipe, str(tmp_path_factory.mktemp("demo") / "tiny-pipeline"))
@@ -203,11 +203,11 @@ def test_every_offered_scheduler_draws_the_prompted_digits_on_the_embedded_defau
     The package's pipeline class around the embedded default's components, so the folder's copy
     of the code does not matter; 20 steps, one image per digit, judged by the digit classifier.
     """
-    from pipeline_mnist_ddim.classifier import load_default_classifier
-    from pipeline_mnist_ddim.metrics import predict_labels
-    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
+    from pipeline_mnist_ddim.tools.classifier import load_default_classifier
+    from pipeline_mnist_ddim.tools.metrics import predict_labels
 
-    demo = MNistDemo(MNistDDIMPipeline(**load_pipeline_folder().components))
+    demo = MNISTDemo(MNISTDDIMPipeline(**load_pipeline_folder().components))
     classifier = load_default_classifier()
     drawn = {}
     for scheduler in SCHEDULERS:
@@ -243,7 +243,7 @@ def run_reproduction_code(code):
 )
 def test_reproduction_code_gives_exactly_the_gallery_images(saved_tiny_pipeline, settings):
     folder, pipe = saved_tiny_pipeline
-    demo = MNistDemo(pipe, source=folder)
+    demo = MNISTDemo(pipe, source=folder)
     sample_request = request(demo, **settings)
     images = demo.sample(sample_request)
     reproduced = run_reproduction_code(demo.reproduction_code(sample_request))
@@ -260,7 +260,7 @@ def test_reproduction_code_of_the_embedded_default_names_its_folder(demo):
 def test_negative_prompt_is_passed_and_reproduced(saved_tiny_pipeline):
     """Needs the pipeline's `negative_prompt` (guidance against the negative prompt's context)."""
     folder, pipe = saved_tiny_pipeline
-    demo = MNistDemo(pipe, source=folder)
+    demo = MNISTDemo(pipe, source=folder)
     with_negative = request(demo, prompt="7", guidance=3.0, negative="1")
     assert with_negative.pipeline_kwargs()["negative_prompt"] == "1"
     assert "negative_prompt" not in request(demo, prompt="7", guidance=3.0).pipeline_kwargs()
@@ -401,7 +401,7 @@ def test_script_defaults_are_the_documented_caps():
 
 
 def test_pipeline_without_text_encoder_samples_unconditionally_only(unconditional_pipeline):
-    demo = MNistDemo(unconditional_pipeline)
+    demo = MNISTDemo(unconditional_pipeline)
     assert request(demo, prompt="", per_prompt=2).num_images == 2
     with pytest.raises(DemoInputError, match="this pipeline has no text encoder"):
         request(demo, prompt="7")
@@ -446,7 +446,7 @@ def test_upload_over_the_pixel_cap_is_refused_before_decoding(tiny_pipeline, tmp
 
 
 def test_launch_passes_the_upload_size_limit(tiny_pipeline, monkeypatch):
-    from pipeline_mnist_ddim.demo import launch
+    from pipeline_mnist_ddim.tools.demo import launch
 
     blocks = build_demo(tiny_pipeline, limits=DemoLimits(max_upload_bytes=12345))
     seen = {}
@@ -458,7 +458,7 @@ def test_launch_passes_the_upload_size_limit(tiny_pipeline, monkeypatch):
 
 @pytest.mark.parametrize("tab", ["sample", "invert", "interpolate"])
 def test_request_over_its_wall_time_is_stopped(tab, tiny_pipeline):
-    demo = MNistDemo(tiny_pipeline, limits=DemoLimits(max_seconds=0))
+    demo = MNISTDemo(tiny_pipeline, limits=DemoLimits(max_seconds=0))
     with pytest.raises(DemoInputError, match="stopped after 0 s, this demo's limit per request"):
         if tab == "sample":
             demo.sample(request(demo))
@@ -469,7 +469,7 @@ def test_request_over_its_wall_time_is_stopped(tab, tiny_pipeline):
 
 
 def test_client_limiter_counts_requests_per_client_in_a_window():
-    from pipeline_mnist_ddim.demo import ClientLimiter
+    from pipeline_mnist_ddim.tools.demo import ClientLimiter
 
     now = [0.0]
     limiter = ClientLimiter(max_requests=2, window=60, clock=lambda: now[0])
@@ -494,7 +494,7 @@ def test_client_limiter_counts_requests_per_client_in_a_window():
 def test_one_client_filling_the_queue_gets_each_surplus_job_refused_at_once(tiny_pipeline):
     import gradio as gr
 
-    demo = MNistDemo(tiny_pipeline, limits=DemoLimits(max_client_requests=2, client_window=600))
+    demo = MNISTDemo(tiny_pipeline, limits=DemoLimits(max_client_requests=2, client_window=600))
     handlers = GradioHandlers(demo)
     for _ in range(2):
         handlers.sample("7", 1, STEPS, 0.0, 1.0, "", 0, "DDIM", client="10.0.0.1")
@@ -511,7 +511,7 @@ def test_one_client_filling_the_queue_gets_each_surplus_job_refused_at_once(tiny
 def test_served_app_passes_the_client_to_the_per_client_cap(tiny_pipeline):
     from gradio_client import Client
 
-    from pipeline_mnist_ddim.demo import launch
+    from pipeline_mnist_ddim.tools.demo import launch
 
     blocks = build_demo(tiny_pipeline, limits=DemoLimits(max_client_requests=1, client_window=600))
     launch(blocks, host="127.0.0.1", port=None, block=False)

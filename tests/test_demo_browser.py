@@ -11,10 +11,10 @@ import socket
 
 import pytest
 
-from pipeline_mnist_ddim.demo import build_demo, launch
-from pipeline_mnist_ddim.folder_io import load_pipeline_folder
-from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder
+from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
+from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
+from pipeline_mnist_ddim.tools.demo import build_demo, launch
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -52,7 +52,7 @@ def app_url(tiny_unet, tiny_text_encoder):
         pipe = load_pipeline_folder()
     else:
         text_encoder, tokenizer = tiny_text_encoder
-        pipe = MNistDDIMPipeline(
+        pipe = MNISTDDIMPipeline(
             unet=tiny_unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer
         )
     blocks = build_demo(pipe)

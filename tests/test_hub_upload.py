@@ -32,12 +32,12 @@ UPLOAD = r"""
 import sys
 from diffusers import DDIMScheduler
 from transformers import AutoTokenizer, CLIPTextModel
-from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-from pipeline_mnist_ddim.unet_mnist import MNistUNet2DConditionModel
+from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
+from pipeline_mnist_ddim.unet_mnist import MNISTUNet2DConditionModel
 
 folder, work, saved_repo, pushed_repo = sys.argv[1:5]
-pipe = MNistDDIMPipeline(
-    unet=MNistUNet2DConditionModel.from_pretrained(folder, subfolder="unet"),
+pipe = MNISTDDIMPipeline(
+    unet=MNISTUNet2DConditionModel.from_pretrained(folder, subfolder="unet"),
     scheduler=DDIMScheduler.from_pretrained(folder, subfolder="scheduler"),
     text_encoder=CLIPTextModel.from_pretrained(folder, subfolder="text_encoder"),
     tokenizer=AutoTokenizer.from_pretrained(folder, subfolder="tokenizer"),
@@ -136,12 +136,12 @@ def uploads(hub, tiny_pipeline_folder, lesson_checkpoint, text_encoder_folder, t
 
 @pytest.fixture(scope="module")
 def tiny_pipeline_folder(tiny_unet, tiny_text_encoder, tmp_path_factory):
-    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-    from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+    from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
 
     folder = tmp_path_factory.mktemp("local") / "pipeline"
     text_encoder, tokenizer = tiny_text_encoder
-    MNistDDIMPipeline(tiny_unet, lesson_ddim_scheduler(), text_encoder, tokenizer).save_pretrained(folder)
+    MNISTDDIMPipeline(tiny_unet, lesson_ddim_scheduler(), text_encoder, tokenizer).save_pretrained(folder)
     return folder
 
 
@@ -173,8 +173,8 @@ def test_upload_carries_the_code_and_a_model_index_naming_it(uploads, how):
     assert files["pipeline_mnist_ddim.py"] == Path(pipeline_module.__file__).read_bytes()
     assert files["unet/unet_mnist.py"] == Path(unet_module.__file__).read_bytes()
     index = json.loads(files["model_index.json"])
-    assert index["_class_name"] == ["pipeline_mnist_ddim", "MNistDDIMPipeline"]
-    assert index["unet"] == ["unet_mnist", "MNistUNet2DConditionModel"]
+    assert index["_class_name"] == ["pipeline_mnist_ddim", "MNISTDDIMPipeline"]
+    assert index["unet"] == ["unet_mnist", "MNISTUNet2DConditionModel"]
     assert {"unet/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json", "README.md"} <= set(files)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline_mnist_ddim.image_grid import save_grid
+from pipeline_mnist_ddim.tools.image_grid import save_grid
 
 
 def torchvision_layout(images: torch.Tensor, nrow: int) -> np.ndarray:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pipeline_mnist_ddim.interpolation import (
+from pipeline_mnist_ddim.tools.interpolation import (
     InterpolationSettings,
     consistency,
     interpolate_prompts,
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def classifier():
-    from pipeline_mnist_ddim.classifier import load_default_classifier
+    from pipeline_mnist_ddim.tools.classifier import load_default_classifier
 
     return load_default_classifier()
 

@@ -14,8 +14,8 @@ from peft import LoraConfig  # a test dependency (the [test] extra)
 from peft.utils import get_peft_model_state_dict
 from yardsticks import float32_rounding
 
-from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
+from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,7 +25,7 @@ TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 def make_pipeline(unet, tiny_text_encoder):
     text_encoder, tokenizer = tiny_text_encoder
-    pipe = MNistDDIMPipeline(
+    pipe = MNISTDDIMPipeline(
         unet=unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer
     )
     pipe.set_progress_bar_config(disable=True)
@@ -51,7 +51,7 @@ def adapted_unet(tiny_unet):
 @pytest.fixture(scope="module")
 def lora_folder(adapted_unet, tmp_path_factory):
     folder = tmp_path_factory.mktemp("lora")
-    MNistDDIMPipeline.save_lora_weights(folder, unet_lora_layers=get_peft_model_state_dict(adapted_unet))
+    MNISTDDIMPipeline.save_lora_weights(folder, unet_lora_layers=get_peft_model_state_dict(adapted_unet))
     return folder
 
 

@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-from pipeline_mnist_ddim.classifier import DEFAULT_WEIGHTS, load_default_classifier, train_classifier
-from pipeline_mnist_ddim.data import load_mnist
-from pipeline_mnist_ddim.metrics import (
+from pipeline_mnist_ddim.tools.classifier import DEFAULT_WEIGHTS, load_default_classifier, train_classifier
+from pipeline_mnist_ddim.tools.data import load_mnist
+from pipeline_mnist_ddim.tools.metrics import (
     classifier_frechet_distance,
     conditional_accuracy,
     frechet_distance,

@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
-from pipeline_mnist_ddim.folder_io import model_card
+from pipeline_mnist_ddim.conversion.folders import model_card
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -62,7 +62,7 @@ def test_card_of_the_default_folder_loads_it_from_any_directory(unconditional_pi
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(code, namespace)
-    assert type(namespace["pipe"]).__name__ == "MNistDDIMPipeline"
+    assert type(namespace["pipe"]).__name__ == "MNISTDDIMPipeline"
 
 
 def test_card_of_a_hub_repo_loads_it_by_its_id(unconditional_pipeline):

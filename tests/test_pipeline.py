@@ -1,4 +1,4 @@
-"""What `MNistDDIMPipeline` promises its callers, on a tiny converted network and text encoder."""
+"""What `MNISTDDIMPipeline` promises its callers, on a tiny converted network and text encoder."""
 
 import copy
 import logging
@@ -13,9 +13,9 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from diffusers.utils import logging as diffusers_logging
 
 from pipeline_mnist_ddim.lesson import TEXT_LABELS, lesson_betas
-from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
-from pipeline_mnist_ddim.unet_mnist import MNistUNet2DConditionModel
+from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
+from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
+from pipeline_mnist_ddim.unet_mnist import MNISTUNet2DConditionModel
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -312,7 +312,7 @@ def test_ddpm_scheduler_swapped_in_with_from_config_keeps_the_lesson_betas_and_s
 def test_scheduler_config_that_cannot_reproduce_the_lesson_is_rejected(tiny_unet, override):
     scheduler = DDIMScheduler.from_config(lesson_ddim_scheduler().config, **override)
     with pytest.raises(ValueError, match=next(iter(override))):
-        MNistDDIMPipeline(unet=tiny_unet, scheduler=scheduler)
+        MNISTDDIMPipeline(unet=tiny_unet, scheduler=scheduler)
 
 
 def test_bfloat16_unet_samples_close_to_float32(tiny_pipeline):
@@ -340,7 +340,7 @@ def test_unet_config_round_trips_without_warnings_and_gives_identical_outputs(ti
     diffusers_logging.set_verbosity_warning()
     diffusers_logger.addHandler(records)
     try:
-        reloaded = MNistUNet2DConditionModel.from_pretrained(tmp_path)
+        reloaded = MNISTUNet2DConditionModel.from_pretrained(tmp_path)
     finally:
         diffusers_logger.removeHandler(records)
         diffusers_logging.set_verbosity(verbosity)

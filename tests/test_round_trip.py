@@ -118,8 +118,8 @@ def test_resaved_folder_carries_the_same_code(remote_load):
 
 def test_model_index_names_the_custom_pipeline_and_unet_as_module_class_pairs(folder):
     index = json.loads((folder / "model_index.json").read_text())
-    assert index["_class_name"] == ["pipeline_mnist_ddim", "MNistDDIMPipeline"]
-    assert index["unet"] == ["unet_mnist", "MNistUNet2DConditionModel"]
+    assert index["_class_name"] == ["pipeline_mnist_ddim", "MNISTDDIMPipeline"]
+    assert index["unet"] == ["unet_mnist", "MNISTUNet2DConditionModel"]
     assert index["scheduler"] == ["diffusers", "DDIMScheduler"]
 
 

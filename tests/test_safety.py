@@ -33,11 +33,11 @@ COMMANDS = {
     "evaluate": "evaluate",
     "interpolate": "interpolate",
     "train_lesson5e": "train",
-}  # scripts/<name>.py wraps pipeline_mnist_ddim.commands.<command>
+}  # scripts/<name>.py wraps pipeline_mnist_ddim.tools.commands.<command>
 
 
 def load_script(name: str):
-    return importlib.import_module(f"pipeline_mnist_ddim.commands.{COMMANDS[name]}")
+    return importlib.import_module(f"pipeline_mnist_ddim.tools.commands.{COMMANDS[name]}")
 
 
 def tree(root: Path) -> dict:
@@ -105,7 +105,7 @@ def conversion_forbidden(monkeypatch):
     The command imports `build_pipeline` inside `convert()`, so it finds this replacement when it
     runs; `test_forbidden_conversion_stops_a_valid_run` proves that, so "refused first" is enforced.
     """
-    monkeypatch.setattr("pipeline_mnist_ddim.checkpoint_to_pipeline.build_pipeline", _build_pipeline_forbidden)
+    monkeypatch.setattr("pipeline_mnist_ddim.conversion.pipeline_builder.build_pipeline", _build_pipeline_forbidden)
 
 
 def test_forbidden_conversion_stops_a_valid_run(workdir, converter, conversion_forbidden):
@@ -237,7 +237,7 @@ def _safetensors_fills_the_disk(tensors, filename, metadata=None):
 FULL_DISK_CASES = {
     "safetensors' own error": ("safetensors.torch.save_file", _safetensors_fills_the_disk),
     "an OSError writing a JSON file": (
-        "pipeline_mnist_ddim.pipeline_mnist_ddim.MNistDDIMPipeline.save_pretrained",
+        "pipeline_mnist_ddim.pipeline_mnist_ddim.MNISTDDIMPipeline.save_pretrained",
         _json_fills_the_disk,
     ),
 }
@@ -297,7 +297,7 @@ def test_ctrl_c_during_the_save_keeps_the_replaced_folder_and_leaves_no_staging(
         Path(save_directory, "half-written.safetensors").write_bytes(b"\0" * 100)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pipeline_mnist_ddim.pipeline_mnist_ddim.MNistDDIMPipeline.save_pretrained", interrupted)
+    monkeypatch.setattr("pipeline_mnist_ddim.pipeline_mnist_ddim.MNISTDDIMPipeline.save_pretrained", interrupted)
     before = tree(workdir)
     code, stderr = converter(*convert_args(workdir / "inputs" / "ckpt.pt", our_folder, "--overwrite"))
     assert code == 130 and "interrupted" in stderr.splitlines() and "Traceback" not in stderr
@@ -306,17 +306,17 @@ def test_ctrl_c_during_the_save_keeps_the_replaced_folder_and_leaves_no_staging(
 
 def test_a_folder_written_meanwhile_by_someone_else_is_kept_and_the_loser_says_so(workdir, converter, monkeypatch):
     """Another process finishes first, between our checks and our rename: its folder wins, intact."""
-    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
 
     target = workdir / "outputs" / "new"
-    real_save = MNistDDIMPipeline.save_pretrained
+    real_save = MNISTDDIMPipeline.save_pretrained
 
     def save_while_another_writer_finishes(self, save_directory, **kwargs):
         real_save(self, save_directory, **kwargs)
         target.mkdir()
         (target / "theirs.txt").write_text("the other conversion")
 
-    monkeypatch.setattr(MNistDDIMPipeline, "save_pretrained", save_while_another_writer_finishes)
+    monkeypatch.setattr(MNISTDDIMPipeline, "save_pretrained", save_while_another_writer_finishes)
     code, stderr = converter(*convert_args(workdir / "inputs" / "ckpt.pt", target))
     assert_refused(code, stderr, "written by another process")
     assert [p.name for p in target.iterdir()] == ["theirs.txt"]
@@ -355,12 +355,12 @@ def test_sigterm_during_the_save_removes_the_staging_folder(workdir):
     # The process terminates itself half-way through writing, as `kill` or a job scheduler would.
     prelude = """
         import os, signal
-        from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-        real_save = MNistDDIMPipeline.save_pretrained
+        from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
+        real_save = MNISTDDIMPipeline.save_pretrained
         def save_then_get_killed(self, save_directory, **kwargs):
             real_save(self, save_directory, **kwargs)
             os.kill(os.getpid(), signal.SIGTERM)
-        MNistDDIMPipeline.save_pretrained = save_then_get_killed
+        MNISTDDIMPipeline.save_pretrained = save_then_get_killed
     """
     before = tree(workdir)
     process = _converter_process(workdir / "inputs" / "ckpt.pt", workdir / "outputs" / "killed", prelude)
@@ -386,7 +386,7 @@ def test_legal_output_names_are_written_and_printed_as_they_are(case, workdir, c
 
 
 def test_atomic_path_keeps_a_255_byte_name_and_its_extension(tmp_path):
-    from pipeline_mnist_ddim.files import atomic_path
+    from pipeline_mnist_ddim.conversion.files import atomic_path
 
     target = tmp_path / ("g" * 251 + ".png")
     with atomic_path(str(target)) as temporary:
@@ -509,7 +509,7 @@ def test_checkpoint_that_would_sample_garbage_is_refused_naming_the_tensors(case
 
 def test_width_caps_are_base_256_context_4096_transformer_512():
     """The caps docs/safety.md states: each width at its cap passes, one GroupNorm group (32) above is refused."""
-    from pipeline_mnist_ddim.conversion import CheckpointError, check_unet_config
+    from pipeline_mnist_ddim.conversion.checkpoint import CheckpointError, check_unet_config
 
     at_caps = dict(
         in_channels=1, out_channels=1, base_channels=256, cross_attention_dim=4096, transformer_inner_dim=512
@@ -915,7 +915,7 @@ def sampler(capsys, monkeypatch, tiny_pipeline, workdir):
         loaded.append(settings)
         return tiny_pipeline
 
-    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.load_pipeline", load_tiny)
+    monkeypatch.setattr("pipeline_mnist_ddim.tools.sample.load_pipeline", load_tiny)
 
     def run(*argv):
         args = ["--output_dir", workdir / "outputs" / "samples", "--num_samples", "2", "--num_inference_steps", "2"]
@@ -984,7 +984,7 @@ def test_sampler_refuses_prompts_for_a_pipeline_without_text_encoder(
     sampler, workdir, monkeypatch, unconditional_pipeline
 ):
     monkeypatch.setattr(
-        "pipeline_mnist_ddim.sample_grids.load_pipeline", lambda settings, dtype_name=None: unconditional_pipeline
+        "pipeline_mnist_ddim.tools.sample.load_pipeline", lambda settings, dtype_name=None: unconditional_pipeline
     )
     before = tree(workdir)
     assert_refused(*sampler("--prompts", "7")[:2], "no text encoder")
@@ -1014,7 +1014,7 @@ def test_sampler_on_a_full_disk_keeps_the_earlier_run(sampler, workdir, monkeypa
         Path(path).write_bytes(b"\x89PNG half")
         raise OSError(errno.ENOSPC, "No space left on device", path)
 
-    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.save_grid", fill_the_disk)
+    monkeypatch.setattr("pipeline_mnist_ddim.tools.sample.save_grid", fill_the_disk)
     before = tree(workdir)
     assert_refused(*sampler("--overwrite")[:2], "no space left on the device")
     assert tree(workdir) == before
@@ -1031,11 +1031,11 @@ TAMPERED_SCHEDULERS = {
 
 @pytest.fixture(scope="module")
 def saved_unconditional_folder(tiny_unet, tmp_path_factory):
-    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-    from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+    from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
 
     folder = tmp_path_factory.mktemp("saved") / "pipe"
-    MNistDDIMPipeline(unet=tiny_unet, scheduler=lesson_ddim_scheduler()).save_pretrained(folder)
+    MNISTDDIMPipeline(unet=tiny_unet, scheduler=lesson_ddim_scheduler()).save_pretrained(folder)
     return folder
 
 
@@ -1151,7 +1151,7 @@ def test_sampler_prompt_with_terminal_escapes_is_shown_escaped(sampler, workdir)
 
 
 def test_every_error_line_is_one_bounded_line():
-    from pipeline_mnist_ddim.cli import MAX_ERROR_CHARS, error_line
+    from pipeline_mnist_ddim.conversion.errors import MAX_ERROR_CHARS, error_line
 
     message = HOSTILE_TEXT * 1000 + "x" * 10_000_000
     line = error_line(message)

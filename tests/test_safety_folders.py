@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from test_safety import assert_refused, tree
 
-from pipeline_mnist_ddim.commands import interpolate as interpolate_command
-from pipeline_mnist_ddim.commands import sample as sample_command
-from pipeline_mnist_ddim.sample_grids import OUTPUT_FILES, claim_output_dir
+from pipeline_mnist_ddim.tools.commands import interpolate as interpolate_command
+from pipeline_mnist_ddim.tools.commands import sample as sample_command
+from pipeline_mnist_ddim.tools.sample import OUTPUT_FILES, claim_output_dir
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,12 +33,12 @@ SMALL_RUN = ["--num_samples", "2", "--num_inference_steps", "2"]
 @pytest.fixture(scope="module")
 def saved_folder(tiny_unet, tiny_text_encoder, tmp_path_factory) -> Path:
     """The tiny conditional pipeline as the converter writes it (unet, scheduler, text encoder, tokenizer, code)."""
-    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-    from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+    from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
 
     text_encoder, tokenizer = tiny_text_encoder
     folder = tmp_path_factory.mktemp("saved") / "pipe"
-    MNistDDIMPipeline(
+    MNISTDDIMPipeline(
         unet=tiny_unet, scheduler=lesson_ddim_scheduler(), text_encoder=text_encoder, tokenizer=tokenizer
     ).save_pretrained(folder)
     return folder
@@ -224,7 +224,7 @@ FOLDER_CASES = {
         False,
     ),
     "the pipeline module named by a path": (
-        _set("model_index.json", "_class_name", ["../../elsewhere", "MNistDDIMPipeline"]),
+        _set("model_index.json", "_class_name", ["../../elsewhere", "MNISTDDIMPipeline"]),
         ["not a Python name"],
         False,
     ),
@@ -277,7 +277,7 @@ def test_hand_edited_folder_is_refused_in_one_line(case, workdir, capsys, monkey
 @pytest.mark.parametrize("case", ["num_train_timesteps 1e9", "one UNet weight removed", "model_max_length 0"])
 def test_hand_edited_folder_is_refused_by_interpolate_and_the_demo_too(case, workdir, capsys):
     """One check for every tool that loads a --pipeline folder (load_pipeline_folder)."""
-    from pipeline_mnist_ddim.commands import demo as demo_command
+    from pipeline_mnist_ddim.tools.commands import demo as demo_command
 
     edit, expected, _ = FOLDER_CASES[case]
     folder = workdir / "inputs" / "pipe"
@@ -293,7 +293,7 @@ def test_hand_edited_folder_is_refused_by_interpolate_and_the_demo_too(case, wor
 
 def test_the_embedded_default_passes_the_folder_checks():
     from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
-    from pipeline_mnist_ddim.folder_checks import check_pipeline_folder
+    from pipeline_mnist_ddim.conversion.folder_checks import check_pipeline_folder
 
     check_pipeline_folder(DEFAULT_PIPELINE_DIR)
 
@@ -310,7 +310,7 @@ def sampler(capsys, monkeypatch, tiny_pipeline, workdir):
         loaded.append(settings)
         return tiny_pipeline
 
-    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.load_pipeline", load_tiny)
+    monkeypatch.setattr("pipeline_mnist_ddim.tools.sample.load_pipeline", load_tiny)
 
     def run(*argv):
         code = sample_command.main([str(a) for a in [*SMALL_RUN, *argv]])
@@ -388,7 +388,7 @@ def test_concurrent_runs_into_one_folder_each_claim_their_own(tmp_path):
 
 def test_a_run_started_meanwhile_gets_the_next_folder(sampler, workdir, monkeypatch):
     """The folder that looked free when sampling began is claimed by another run before this one writes."""
-    import pipeline_mnist_ddim.sample_grids as sample_grids
+    import pipeline_mnist_ddim.tools.sample as sample_grids
 
     output = workdir / "outputs" / "same"
     real_claim = sample_grids.claim_output_dir
@@ -409,7 +409,7 @@ def test_a_failed_write_releases_the_claimed_folder(sampler, workdir, monkeypatc
     def fail(images, path, nrow=8):
         raise OSError(28, "No space left on device", path)
 
-    monkeypatch.setattr("pipeline_mnist_ddim.sample_grids.save_grid", fail)
+    monkeypatch.setattr("pipeline_mnist_ddim.tools.sample.save_grid", fail)
     before = tree(workdir)
     assert_refused(*sampler("--output_dir", workdir / "outputs" / "new" / "samples")[:2], "no space left")
     assert tree(workdir) == before
@@ -465,8 +465,8 @@ def test_interpolate_refuses_before_drawing_and_leaves_no_output_folder(
         loaded.append(source)
         return tiny_pipeline
 
-    monkeypatch.setattr("pipeline_mnist_ddim.folder_io.load_pipeline_folder", load_tiny)
-    monkeypatch.setattr("pipeline_mnist_ddim.interpolation.decode", _drawing_forbidden)
+    monkeypatch.setattr("pipeline_mnist_ddim.conversion.folders.load_pipeline_folder", load_tiny)
+    monkeypatch.setattr("pipeline_mnist_ddim.tools.interpolation.decode", _drawing_forbidden)
     output = _through_a_file(workdir) if case == "an output folder through a file" else workdir / "outputs" / "fig"
     before = tree(workdir)
     code = interpolate_command.main([*argv, "--output_dir", str(output), "--device", "cpu"])
@@ -481,9 +481,9 @@ def _drawing_forbidden(*args, **kwargs):
 
 def test_interpolate_that_fails_writing_leaves_no_output_folder(workdir, capsys, monkeypatch, tiny_pipeline):
     monkeypatch.setattr(
-        "pipeline_mnist_ddim.folder_io.load_pipeline_folder", lambda source=None, dtype=None: tiny_pipeline
+        "pipeline_mnist_ddim.conversion.folders.load_pipeline_folder", lambda source=None, dtype=None: tiny_pipeline
     )
-    real_save_grid = __import__("pipeline_mnist_ddim.interpolation", fromlist=["save_grid"]).save_grid
+    real_save_grid = __import__("pipeline_mnist_ddim.tools.interpolation", fromlist=["save_grid"]).save_grid
     calls = []
 
     def second_write_fails(images, path, nrow=8):
@@ -492,7 +492,7 @@ def test_interpolate_that_fails_writing_leaves_no_output_folder(workdir, capsys,
             raise OSError(28, "No space left on device", path)
         real_save_grid(images, path, nrow=nrow)
 
-    monkeypatch.setattr("pipeline_mnist_ddim.interpolation.save_grid", second_write_fails)
+    monkeypatch.setattr("pipeline_mnist_ddim.tools.interpolation.save_grid", second_write_fails)
     argv = ["--sections", "latents", "prompts", "--num_pairs", "1", "--prompt_pairs", "3,8", "--num_frames", "2"]
     before = tree(workdir)
     code = interpolate_command.main(
@@ -505,7 +505,7 @@ def test_interpolate_that_fails_writing_leaves_no_output_folder(workdir, capsys,
 def test_interpolate_with_valid_settings_writes_its_files(workdir, capsys, monkeypatch, tiny_pipeline):
     """Guards the rows above: the same set-up with good settings draws and writes."""
     monkeypatch.setattr(
-        "pipeline_mnist_ddim.folder_io.load_pipeline_folder", lambda source=None, dtype=None: tiny_pipeline
+        "pipeline_mnist_ddim.conversion.folders.load_pipeline_folder", lambda source=None, dtype=None: tiny_pipeline
     )
     argv = ["--sections", "latents", "prompts", "--num_pairs", "1", "--prompt_pairs", "3,8", "--num_frames", "2"]
     output = workdir / "outputs" / "fig"
@@ -570,7 +570,7 @@ def test_bad_arguments_are_refused_before_torch_is_even_imported(command, argv, 
     from conftest import REPO_ROOT
 
     code = (
-        f"import sys; from pipeline_mnist_ddim.commands import {command}; "
+        f"import sys; from pipeline_mnist_ddim.tools.commands import {command}; "
         f"code = {command}.main({argv!r} + ['--output_dir', {str(tmp_path / 'out')!r}]); "
         "sys.exit(10 + code if 'torch' in sys.modules else code)"
     )

@@ -18,9 +18,9 @@ import torch
 from conftest import TINY_CONTEXT, convert, perturbed_reference, seeded_latents
 
 from pipeline_mnist_ddim.lesson import lesson_betas
-from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-from pipeline_mnist_ddim.reference import ddim_invert, ddim_sample, ddpm_sample
-from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler, lesson_ddpm_scheduler
+from pipeline_mnist_ddim.lesson.reference import ddim_invert, ddim_sample, ddpm_sample
+from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler, lesson_ddpm_scheduler
+from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -103,7 +103,7 @@ def ddim_differences(reference, unet, x_t, context):
     for dtype in (torch.float64, torch.float32):
         ref, net = (copy.deepcopy(module).to(dtype) for module in (reference, unet))  # hooks stay off the originals
         wrap_as_denoisers(ref, net)
-        pipe = MNistDDIMPipeline(unet=net, scheduler=lesson_ddim_scheduler())
+        pipe = MNISTDDIMPipeline(unet=net, scheduler=lesson_ddim_scheduler())
         pipe.set_progress_bar_config(disable=True)
         sampled = pipe(latents=x_t.to(dtype), prompt_embeds=prompt_embeds.to(dtype), output_type="pt").images
         expected = ddim_sample(ref, x_t.to(dtype), context.to(dtype), num_inference_steps=50).clamp(0, 1)
@@ -180,7 +180,7 @@ def test_stochastic_ddim_matches_lesson6_with_the_same_noise(tiny_pipeline, deno
 
 def test_ddpm_with_1000_steps_matches_lesson5_with_the_same_noise(denoisers):
     reference, unet = denoisers
-    pipe = MNistDDIMPipeline(unet=unet, scheduler=lesson_ddpm_scheduler())
+    pipe = MNISTDDIMPipeline(unet=unet, scheduler=lesson_ddpm_scheduler())
     pipe.set_progress_bar_config(disable=True)
     shape = (1, 1, 32, 32)
     images = pipe(num_inference_steps=1000, generator=torch.Generator().manual_seed(14), output_type="pt").images

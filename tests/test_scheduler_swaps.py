@@ -23,7 +23,7 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
-from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
+from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,16 +74,16 @@ DIGITS = [str(d) for d in range(10)]
 @pytest.fixture(scope="module")
 def default_pipeline():
     """The embedded default's weights under this checkout's pipeline class (the folder's own code may be older)."""
-    from pipeline_mnist_ddim.folder_io import load_pipeline_folder
+    from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder
 
-    pipe = MNistDDIMPipeline.from_pipe(load_pipeline_folder(dtype=torch.float32))
+    pipe = MNISTDDIMPipeline.from_pipe(load_pipeline_folder(dtype=torch.float32))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 @pytest.fixture(scope="module")
 def classifier():
-    from pipeline_mnist_ddim.classifier import load_default_classifier
+    from pipeline_mnist_ddim.tools.classifier import load_default_classifier
 
     return load_default_classifier()
 
@@ -91,7 +91,7 @@ def classifier():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SWAPS)
 def test_swapped_scheduler_draws_the_prompted_digits_on_the_default(default_pipeline, classifier, name):
-    from pipeline_mnist_ddim.metrics import predict_labels
+    from pipeline_mnist_ddim.tools.metrics import predict_labels
 
     scheduler_class, options = SWAPS[name]
     default_pipeline.scheduler = scheduler_class.from_config(default_pipeline.scheduler.config, **options)

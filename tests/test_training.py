@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline_mnist_ddim.conversion import CheckpointError, read_checkpoint, unet_from_lesson_state_dict
-from pipeline_mnist_ddim.training import TrainConfig, make_ema, train
+from pipeline_mnist_ddim.conversion.checkpoint import CheckpointError, read_checkpoint, unet_from_lesson_state_dict
+from pipeline_mnist_ddim.tools.training import TrainConfig, make_ema, train
 
 
 def write_tiny_dataset(folder) -> str:
@@ -134,7 +134,7 @@ def test_init_weights_are_checked_as_the_converter_checks_them(tmp_path, tiny_da
 
 
 def test_a_text_encoder_folder_is_checked_as_the_converter_checks_it(tmp_path, tiny_dataset):
-    from pipeline_mnist_ddim.text_encoder import TextEncoderError, build_text_encoder
+    from pipeline_mnist_ddim.conversion.text_encoders import TextEncoderError, build_text_encoder
 
     text_encoder, tokenizer = build_text_encoder()
     list(text_encoder.parameters())[-1].data[0] = float("nan")  # the final layer norm's bias

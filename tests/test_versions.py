@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, CLIPTextModel
 
 from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
-from pipeline_mnist_ddim.folder_io import save_pipeline_folder
+from pipeline_mnist_ddim.conversion.folders import save_pipeline_folder
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,12 +53,12 @@ def encode(tokenizer, text_encoder):
 @pytest.fixture(scope="module")
 def saved_folder(tiny_unet, tiny_text_encoder, tmp_path_factory):
     """A tiny pipeline written by the package's writer, with float16 weights."""
-    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNistDDIMPipeline
-    from pipeline_mnist_ddim.schedulers import lesson_ddim_scheduler
+    from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
+    from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
 
     text_encoder, tokenizer = tiny_text_encoder
     # copies: `.to(float16)` below works in place, and the fixtures are shared by the whole session
-    pipe = MNistDDIMPipeline(copy.deepcopy(tiny_unet), lesson_ddim_scheduler(), copy.deepcopy(text_encoder), tokenizer)
+    pipe = MNISTDDIMPipeline(copy.deepcopy(tiny_unet), lesson_ddim_scheduler(), copy.deepcopy(text_encoder), tokenizer)
     folder = tmp_path_factory.mktemp("versions") / "pipeline"
     return save_pipeline_folder(pipe.to(dtype=torch.float16), str(folder))
 
@@ -98,8 +98,8 @@ def test_save_pretrained_rewrites_model_index_once_with_tokenizer_and_custom_cla
     assert rewrites.count("model_index.json") == 1, rewrites
     index = read_json(tmp_path / "model_index.json")
     assert index["tokenizer"] == ["transformers", "PreTrainedTokenizerFast"]
-    assert index["_class_name"] == ["pipeline_mnist_ddim", "MNistDDIMPipeline"]
-    assert index["unet"] == ["unet_mnist", "MNistUNet2DConditionModel"]
+    assert index["_class_name"] == ["pipeline_mnist_ddim", "MNISTDDIMPipeline"]
+    assert index["unet"] == ["unet_mnist", "MNISTUNet2DConditionModel"]
 
 
 def test_text_encoder_loads_every_weight_and_encodes_as_before(saved_folder, tiny_text_encoder):
@@ -228,7 +228,7 @@ def test_evaluate_without_scipy_names_the_extra_in_one_error_line(tmp_path):
 
 def test_converter_refuses_a_text_encoder_whose_weights_it_cannot_read(text_encoder_folder, tmp_path):
     """As transformers 4.x meets a folder saved by 5.x: every key unknown, all weights random."""
-    from pipeline_mnist_ddim.text_encoder import TextEncoderError, load_text_encoder
+    from pipeline_mnist_ddim.conversion.text_encoders import TextEncoderError, load_text_encoder
 
     folder = tmp_path / "renamed"
     shutil.copytree(text_encoder_folder, folder)

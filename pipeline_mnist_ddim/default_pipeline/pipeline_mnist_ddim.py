@@ -67,7 +67,7 @@ def _update_json(path: str, update: Callable[[dict], None]) -> None:
         f.write("\n")
 
 
-class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
+class MNISTDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     r"""
     Text-conditional MNIST sampling with DDIM (Lesson 6) from a Lesson 5e network.
 
@@ -77,7 +77,7 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     Parameters:
         unet ([`UNet2DConditionModel`]):
-            The Lesson 5e network (a `MNistUNet2DConditionModel`, loaded from the folder's `unet/`).
+            The Lesson 5e network (a `MNISTUNet2DConditionModel`, loaded from the folder's `unet/`).
         scheduler ([`SchedulerMixin`]):
             A `DDIMScheduler` configured as Lesson 6 (see the README); any diffusers scheduler with
             the lesson's betas and epsilon prediction may be swapped in with `from_config`.
@@ -162,7 +162,7 @@ class MNistDDIMPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
         `save_pretrained` records this class and the UNet's as `[module, class]` beside copies of their
         source files, for `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`. Someone who
-        calls `MNistDDIMPipeline.from_pretrained` already has the code: diffusers would still import the
+        calls `MNISTDDIMPipeline.from_pretrained` already has the code: diffusers would still import the
         folder's copies (and ask for `trust_remote_code`), so each entry whose class is defined next to this
         module is pointed at that installed module instead, and the folder's `.py` files are never imported.
         A class that was itself loaded as remote code keeps diffusers' rules.

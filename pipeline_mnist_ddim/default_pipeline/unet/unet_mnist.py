@@ -57,7 +57,7 @@ class LessonTimestepSinusoid(nn.Module):
         return torch.cat((angles.sin(), angles.cos()), dim=-1)
 
 
-class MNistUNet2DConditionModel(UNet2DConditionModel):
+class MNISTUNet2DConditionModel(UNet2DConditionModel):
     r"""The Lesson 5e network; see the module docstring for how it differs from the stock layout.
 
     Args:
