@@ -4,7 +4,7 @@
     python scripts/sync_remote_code.py --check   # exit 1 and list them instead (CI: tests/test_default_pipeline.py)
 
 A pipeline folder loaded with ``trust_remote_code=True`` runs the code files inside it, so the
-embedded default carries copies of the pipeline and UNet modules. As diffusers' ``make fix-copies``,
+embedded default carries copies of the pipeline (with its folder mixin) and UNet modules. As diffusers' ``make fix-copies``,
 this rewrites only those files; the weights and configs are left alone.
 """
 
@@ -19,6 +19,7 @@ REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # copy (relative to the repository) -> the package module it must equal byte for byte
 REMOTE_CODE_COPIES: Dict[str, str] = {
     "pipeline_mnist_ddim/default_pipeline/pipeline_mnist_ddim.py": "pipeline_mnist_ddim/pipeline_mnist_ddim.py",
+    "pipeline_mnist_ddim/default_pipeline/pipeline_folder.py": "pipeline_mnist_ddim/pipeline_folder.py",
     "pipeline_mnist_ddim/default_pipeline/unet/unet_mnist.py": "pipeline_mnist_ddim/unet_mnist.py",
 }
 

@@ -462,7 +462,7 @@ def test_lora_scale_reaches_the_text_encoder_and_is_undone_even_when_encoding_fa
 
 def _folder_code_that_must_not_run(folder: Path):
     """Replaces the folder's code copies with code that fails loudly if anything imports it."""
-    for path in (folder / "pipeline_mnist_ddim.py", folder / "unet" / "unet_mnist.py"):
+    for path in (folder / "pipeline_mnist_ddim.py", folder / "pipeline_folder.py", folder / "unet" / "unet_mnist.py"):
         assert path.is_file()
         path.write_text("raise RuntimeError('the folder's code was imported')\n")
 

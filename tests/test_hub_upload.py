@@ -18,6 +18,7 @@ from conftest import REPO_ROOT, sample_in_process
 from hidden_package import HIDE_PACKAGE
 from hub_server import HubServer
 
+import pipeline_mnist_ddim.pipeline_folder as pipeline_folder_module
 import pipeline_mnist_ddim.pipeline_mnist_ddim as pipeline_module
 import pipeline_mnist_ddim.unet_mnist as unet_module
 
@@ -171,6 +172,7 @@ def in_process_images(tiny_unet, tiny_text_encoder):
 def test_upload_carries_the_code_and_a_model_index_naming_it(uploads, how):
     files = uploads.files(REPOS[how])
     assert files["pipeline_mnist_ddim.py"] == Path(pipeline_module.__file__).read_bytes()
+    assert files["pipeline_folder.py"] == Path(pipeline_folder_module.__file__).read_bytes()
     assert files["unet/unet_mnist.py"] == Path(unet_module.__file__).read_bytes()
     index = json.loads(files["model_index.json"])
     assert index["_class_name"] == ["pipeline_mnist_ddim", "MNISTDDIMPipeline"]

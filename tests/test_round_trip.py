@@ -17,6 +17,7 @@ from hidden_package import HIDE_PACKAGE, run_without_package
 from safetensors import safe_open
 from yardsticks import float32_rounding
 
+import pipeline_mnist_ddim.pipeline_folder as pipeline_folder_module
 import pipeline_mnist_ddim.pipeline_mnist_ddim as pipeline_module
 import pipeline_mnist_ddim.unet_mnist as unet_module
 
@@ -110,6 +111,7 @@ def test_remotely_loaded_pipeline_resaves_a_folder_that_loads_again(remote_load,
 def test_resaved_folder_carries_the_same_code(remote_load):
     _, _, resaved, _ = remote_load
     assert (resaved / "pipeline_mnist_ddim.py").read_bytes() == Path(pipeline_module.__file__).read_bytes()
+    assert (resaved / "pipeline_folder.py").read_bytes() == Path(pipeline_folder_module.__file__).read_bytes()
     assert (resaved / "unet" / "unet_mnist.py").read_bytes() == Path(unet_module.__file__).read_bytes()
 
 
@@ -125,6 +127,7 @@ def test_model_index_names_the_custom_pipeline_and_unet_as_module_class_pairs(fo
 
 def test_folder_code_is_the_package_code_byte_for_byte(folder):
     assert (folder / "pipeline_mnist_ddim.py").read_bytes() == Path(pipeline_module.__file__).read_bytes()
+    assert (folder / "pipeline_folder.py").read_bytes() == Path(pipeline_folder_module.__file__).read_bytes()
     assert (folder / "unet" / "unet_mnist.py").read_bytes() == Path(unet_module.__file__).read_bytes()
 
 

@@ -166,7 +166,7 @@ def test_refresh_rewrites_the_default_with_byte_identical_unet_weights(tmp_path)
         "transformers",
         "PreTrainedTokenizerFast",
     ]
-    for name in ("pipeline_mnist_ddim.py", os.path.join("unet", "unet_mnist.py")):
+    for name in ("pipeline_mnist_ddim.py", "pipeline_folder.py", os.path.join("unet", "unet_mnist.py")):
         with (
             open(os.path.join(refreshed, name)) as written,
             open(REPO_ROOT / "pipeline_mnist_ddim" / os.path.basename(name)) as source,

@@ -14,7 +14,7 @@ import warnings
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
-from pipeline_mnist_ddim.conversion.errors import terminal_safe
+from pipeline_mnist_ddim.conversion.errors import headline, terminal_safe
 from pipeline_mnist_ddim.conversion.files import check_name_lengths, check_writable_location, is_hub_id
 from pipeline_mnist_ddim.conversion.folder_checks import check_loaded_pipeline, check_pipeline_folder
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
@@ -323,15 +323,13 @@ def check_hub_upload(repo_id: str) -> None:
 
 
 def push_folder_to_hub(folder: str, repo_id: str, private: bool = False) -> str:
-    """Uploads a saved folder (code files included) with huggingface_hub."""
-    from huggingface_hub import HfApi
-
-    api = HfApi()
+    """Uploads a saved folder (code files included) with the pipeline's own uploader."""
     try:
-        api.create_repo(repo_id, exist_ok=True, private=private)
-        commit = api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message="Upload MNIST DDIM pipeline")
+        commit = MNISTDDIMPipeline.push_folder(
+            folder, repo_id=repo_id, private=private, commit_message="Upload MNIST DDIM pipeline"
+        )
     except Exception as err:  # HTTP, connection and auth errors come in many types; the folder is safe either way
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        detail = lines[0] if lines else type(err).__name__
-        raise HubUploadError(f"uploading to {repo_id} failed ({detail}); the folder is saved at {folder}") from err
+        raise HubUploadError(
+            f"uploading to {repo_id} failed ({headline(err)}); the folder is saved at {folder}"
+        ) from err
     return commit.commit_url
