@@ -84,16 +84,16 @@ def test_tokenizer_is_recorded_by_a_class_both_transformers_versions_have(saved_
 def test_save_pretrained_rewrites_model_index_once_with_tokenizer_and_custom_classes(
     tiny_pipeline, tmp_path, monkeypatch
 ):
-    import pipeline_mnist_ddim.pipeline_mnist_ddim as pipeline_module
+    import pipeline_mnist_ddim.pipeline_folder as folder_module
 
     rewrites = []
-    update_json = pipeline_module._update_json
+    update_json = folder_module._update_json
 
     def recording_update_json(path, update):
         rewrites.append(os.path.relpath(path, tmp_path))
         update_json(path, update)
 
-    monkeypatch.setattr(pipeline_module, "_update_json", recording_update_json)
+    monkeypatch.setattr(folder_module, "_update_json", recording_update_json)
     tiny_pipeline.save_pretrained(tmp_path)
     assert rewrites.count("model_index.json") == 1, rewrites
     index = read_json(tmp_path / "model_index.json")
