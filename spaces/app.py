@@ -8,7 +8,8 @@ Space variable MNIST_DDIM_PIPELINE to a Hub id or folder to serve another conver
 import os
 
 from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder
-from pipeline_mnist_ddim.tools.demo import DemoLimits, build_demo, launch
+from pipeline_mnist_ddim.tools.demo.app import build_demo, launch
+from pipeline_mnist_ddim.tools.demo.limits import DemoLimits
 from pipeline_mnist_ddim.tools.devices import pick_device
 
 

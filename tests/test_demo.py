@@ -12,16 +12,9 @@ from conftest import REPO_ROOT
 from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder, save_pipeline_folder
 from pipeline_mnist_ddim.conversion.text_encoders import VOCABULARY
 from pipeline_mnist_ddim.tools.commands import demo as demo_command
-from pipeline_mnist_ddim.tools.demo import (
-    SCHEDULERS,
-    DemoInputError,
-    DemoLimits,
-    GradioHandlers,
-    MNISTDemo,
-    build_demo,
-    digit_from_image,
-    parse_prompts,
-)
+from pipeline_mnist_ddim.tools.demo.app import GradioHandlers, build_demo
+from pipeline_mnist_ddim.tools.demo.limits import SCHEDULERS, DemoInputError, DemoLimits, parse_prompts
+from pipeline_mnist_ddim.tools.demo.work import MNISTDemo, digit_from_image
 from pipeline_mnist_ddim.tools.interpolation import seeded_latent
 
 
@@ -446,7 +439,7 @@ def test_upload_over_the_pixel_cap_is_refused_before_decoding(tiny_pipeline, tmp
 
 
 def test_launch_passes_the_upload_size_limit(tiny_pipeline, monkeypatch):
-    from pipeline_mnist_ddim.tools.demo import launch
+    from pipeline_mnist_ddim.tools.demo.app import launch
 
     blocks = build_demo(tiny_pipeline, limits=DemoLimits(max_upload_bytes=12345))
     seen = {}
@@ -469,7 +462,7 @@ def test_request_over_its_wall_time_is_stopped(tab, tiny_pipeline):
 
 
 def test_client_limiter_counts_requests_per_client_in_a_window():
-    from pipeline_mnist_ddim.tools.demo import ClientLimiter
+    from pipeline_mnist_ddim.tools.demo.limits import ClientLimiter
 
     now = [0.0]
     limiter = ClientLimiter(max_requests=2, window=60, clock=lambda: now[0])
@@ -511,7 +504,7 @@ def test_one_client_filling_the_queue_gets_each_surplus_job_refused_at_once(tiny
 def test_served_app_passes_the_client_to_the_per_client_cap(tiny_pipeline):
     from gradio_client import Client
 
-    from pipeline_mnist_ddim.tools.demo import launch
+    from pipeline_mnist_ddim.tools.demo.app import launch
 
     blocks = build_demo(tiny_pipeline, limits=DemoLimits(max_client_requests=1, client_window=600))
     launch(blocks, host="127.0.0.1", port=None, block=False)

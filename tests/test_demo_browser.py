@@ -14,7 +14,7 @@ import pytest
 from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder
 from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
-from pipeline_mnist_ddim.tools.demo import build_demo, launch
+from pipeline_mnist_ddim.tools.demo.app import build_demo, launch
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

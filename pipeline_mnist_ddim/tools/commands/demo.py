@@ -34,7 +34,8 @@ def main(argv=None) -> int:
         return 2
     try:
         from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder
-        from pipeline_mnist_ddim.tools.demo import DemoLimits, build_demo, import_gradio, launch
+        from pipeline_mnist_ddim.tools.demo.app import build_demo, import_gradio, launch
+        from pipeline_mnist_ddim.tools.demo.limits import DemoLimits
         from pipeline_mnist_ddim.tools.devices import pick_device, torch_dtype
 
         import_gradio()
