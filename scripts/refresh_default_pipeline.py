@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Tuple
 
 from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
-from pipeline_mnist_ddim.cli import parse_settings
-from pipeline_mnist_ddim.settings import option
+from pipeline_mnist_ddim.tools.cli import parse_settings
+from pipeline_mnist_ddim.tools.settings import option
 
 
 if TYPE_CHECKING:  # imported after parsing, so that --help answers at once
@@ -107,7 +107,7 @@ def assert_same_tensors(before: dict, after: dict, what: str) -> None:
 def refresh(source: str = DEFAULT_PIPELINE_DIR, output_dir: str = DEFAULT_PIPELINE_DIR) -> str:
     from safetensors.torch import load_file
 
-    from pipeline_mnist_ddim.folder_io import model_card, save_pipeline_folder
+    from pipeline_mnist_ddim.conversion.folders import model_card, save_pipeline_folder
 
     unet_before = load_file(os.path.join(source, "unet", "diffusion_pytorch_model.safetensors"))
     encoder_before = without_prefix(load_file(os.path.join(source, "text_encoder", "model.safetensors")))
