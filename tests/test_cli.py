@@ -113,26 +113,19 @@ def test_sampler_and_converter_name_the_checkpoint_alike():
 
 
 @pytest.mark.parametrize(
-    "command, old, new, check",
+    "command, argv",
     [
-        ("sample", ["--model_checkpoint", "c.pt"], "--checkpoint", lambda s: s.checkpoint == "c.pt"),
-        ("train", ["--no-sdpa"], "--no_sdpa", lambda c: c.sdpa is False),
-        ("evaluate", ["--resume"], "--reuse_cache", lambda p: p[1].reuse_cache and p[0].cache_dir.endswith("cells")),
+        ("sample", ["--model_checkpoint", "c.pt"]),
+        ("train", ["--no-sdpa"]),
+        ("evaluate", ["--resume"]),
+        ("train_classifier", ["--output", "w"]),
     ],
 )
-def test_old_spellings_still_work_with_a_deprecation_warning(command, old, new, check, caplog):
+def test_spellings_never_released_are_refused(command, argv, capsys):
     parse_args = importlib.import_module(f"pipeline_mnist_ddim.tools.commands.{command}").parse_args
-    with caplog.at_level(logging.WARNING):
-        assert check(parse_args(old))
-    assert f"{old[0]} is deprecated" in caplog.text and f"use {new}" in caplog.text
-
-
-def test_old_classifier_output_file_still_works_with_a_deprecation_warning(caplog):
-    from pipeline_mnist_ddim.tools.commands import train_classifier
-
-    with caplog.at_level(logging.WARNING):
-        _, output_file = train_classifier.parse_args(["--output", "w.safetensors", "--epochs", "1"])
-    assert output_file == "w.safetensors" and "--output is deprecated" in caplog.text
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
 
 
 def test_classifier_default_output_is_the_shipped_weights():

@@ -40,29 +40,28 @@ from pipeline_mnist_ddim.tools.settings import (
 )
 
 
-# tool -> (its module, the dataclasses, renamed flags and preset defaults its parse_args hands to parse_settings)
+# tool -> (its module, the dataclasses and preset defaults its parse_args hands to parse_settings)
 TOOLS = {
-    "sample": (sample, [SampleSettings], sample.RENAMED, None),
-    "convert": (convert, [ConvertSettings], None, None),
-    "train": (train, [TrainConfig], None, None),
-    "evaluate": (evaluate, [EvalSettings, EvaluateOptions], evaluate.RENAMED, None),
+    "sample": (sample, [SampleSettings], None),
+    "convert": (convert, [ConvertSettings], None),
+    "train": (train, [TrainConfig], None),
+    "evaluate": (evaluate, [EvalSettings, EvaluateOptions], None),
     "evaluate --quick": (
         evaluate,
         [EvalSettings, EvaluateOptions],
-        evaluate.RENAMED,
         dataclasses.asdict(EvalSettings.quick()),
     ),
-    "interpolate": (interpolate, [InterpolationSettings, InterpolateOptions], None, None),
-    "demo": (demo, [DemoOptions], None, None),
-    "benchmark": (benchmark, [BenchmarkOptions], None, None),
-    "train_classifier": (train_classifier, [ClassifierTrainingOptions], None, None),
+    "interpolate": (interpolate, [InterpolationSettings, InterpolateOptions], None),
+    "demo": (demo, [DemoOptions], None),
+    "benchmark": (benchmark, [BenchmarkOptions], None),
+    "train_classifier": (train_classifier, [ClassifierTrainingOptions], None),
 }
 REQUIRED = {"convert": ["--checkpoint", "c.pt", "--output_dir", "out"]}  # the tools' required flags, given
 SAMPLE_VALUES = {int: ["3", "-2"], float: ["0.25", "1e-3"], str: ["a b", "7"]}
 BAD_VALUES = {int: ["x", "1.5"], float: ["x"], str: []}
 
 
-def parse_with_transformers(dataclass_types, argv, description=None, renamed=None, defaults=None):
+def parse_with_transformers(dataclass_types, argv, description=None, defaults=None):
     """What ``parse_settings`` did with ``HfArgumentParser``, its ``--field-name`` aliases dropped."""
     parser = HfArgumentParser(list(dataclass_types), description=description, formatter_class=cli.HelpFormatter)
     for action in parser._actions:
@@ -71,9 +70,8 @@ def parse_with_transformers(dataclass_types, argv, description=None, renamed=Non
             del parser._option_string_actions[option_string]
     if defaults:
         parser.set_defaults(**defaults)
-    args = cli.renamed_flags(list(argv), renamed or {}, parser)
     *parsed, remaining = parser.parse_args_into_dataclasses(
-        args=args, return_remaining_strings=True, look_for_args_file=False
+        args=list(argv), return_remaining_strings=True, look_for_args_file=False
     )
     if remaining:
         parser.error(f"unrecognized arguments: {' '.join(remaining)}")
@@ -142,17 +140,17 @@ def command_lines(tool, dataclass_types):
         yield required + argv
     if required:
         yield required[:2]  # one required flag missing
-    for renamed in (["--model_checkpoint", "c.pt"], ["--model_checkpoint=c.pt"], ["--resume"], ["--no-sdpa"]):
-        yield required + renamed  # old spellings: accepted where the tool renamed them, else refused
+    for never_released in (["--model_checkpoint", "c.pt"], ["--resume"], ["--no-sdpa"]):
+        yield required + never_released  # refused by both
 
 
 @pytest.mark.parametrize("tool", sorted(TOOLS))
 def test_every_command_line_parses_as_hf_argument_parser_parses_it(tool):
-    module, dataclass_types, renamed, defaults = TOOLS[tool]
+    module, dataclass_types, defaults = TOOLS[tool]
     parses = refusals = 0
     for argv in command_lines(tool, dataclass_types):
-        ours = outcome(cli.parse_settings, dataclass_types, argv, module.__doc__, renamed, defaults)
-        theirs = outcome(parse_with_transformers, dataclass_types, argv, module.__doc__, renamed, defaults)
+        ours = outcome(cli.parse_settings, dataclass_types, argv, module.__doc__, defaults)
+        theirs = outcome(parse_with_transformers, dataclass_types, argv, module.__doc__, defaults)
         assert ours == theirs, f"{tool} {argv}"
         refused = isinstance(theirs[0], str)
         parses, refusals = parses + (not refused), refusals + refused

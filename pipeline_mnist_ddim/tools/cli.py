@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import typing
-from typing import Callable, Dict, Iterator, Literal, Optional, Sequence, Tuple
+from typing import Callable, Iterator, Literal, Optional, Sequence, Tuple
 
 from pipeline_mnist_ddim.conversion.errors import describe, error_line, terminal_safe
 
@@ -44,20 +44,17 @@ def parse_settings(
     dataclass_types: Sequence[type],
     argv: Optional[Sequence[str]] = None,
     description: Optional[str] = None,
-    renamed: Optional[Dict[str, str]] = None,
     defaults: Optional[dict] = None,
 ) -> Tuple:
     """The command line as instances of ``dataclass_types``.
 
-    Flags are the fields' names with underscores; ``renamed`` maps old spellings still accepted for one release
-    to the new flag, each use logged as a deprecation warning. ``defaults`` overrides field defaults (e.g. a preset).
+    Flags are the fields' names with underscores. ``defaults`` overrides field defaults (e.g. a preset).
     A bad flag or value exits with argparse's usage line and code 2.
     """
     parser = build_parser(dataclass_types, description)
     if defaults:
         parser.set_defaults(**defaults)
-    args = renamed_flags(list(sys.argv[1:] if argv is None else argv), renamed or {}, parser)
-    return into_dataclasses(parser.parse_args(args), dataclass_types)
+    return into_dataclasses(parser.parse_args(sys.argv[1:] if argv is None else argv), dataclass_types)
 
 
 def build_parser(dataclass_types: Sequence[type], description: Optional[str] = None) -> argparse.ArgumentParser:
@@ -129,26 +126,6 @@ def _choice_type(choices: tuple):
     """Maps each choice's text to the choice itself (HfArgumentParser's rule; ours are all strings)."""
     by_text = {str(choice): choice for choice in choices}
     return lambda text: by_text.get(text, text)
-
-
-def renamed_flags(args: list, renamed: Dict[str, str], parser: argparse.ArgumentParser) -> list:
-    """``args`` with old flag spellings replaced by the new ones, each replacement logged as deprecated.
-
-    Besides ``renamed``, a hyphenated spelling (``--no-sdpa``) of an underscore flag (``--no_sdpa``) is accepted.
-    """
-    result = []
-    for arg in args:
-        flag, sep, value = arg.partition("=")
-        new = renamed.get(flag)
-        if new is None and flag.startswith("--") and "-" in flag[2:]:
-            underscored = "--" + flag[2:].replace("-", "_")
-            if underscored in parser._option_string_actions:
-                new = underscored
-        if new is not None:
-            logger.warning("%s is deprecated and will be removed in the next release: use %s", flag, new)
-            arg = new + sep + value
-        result.append(arg)
-    return result
 
 
 # 128 + SIGINT: what a shell reports for a program stopped with Ctrl-C.

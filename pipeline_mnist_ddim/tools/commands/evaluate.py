@@ -29,16 +29,11 @@ from pipeline_mnist_ddim.tools.cli import USER_ERRORS, parse_settings, quiet_on_
 from pipeline_mnist_ddim.tools.settings import EvalSettings, EvaluateOptions
 
 
-RENAMED = {"--resume": "--reuse_cache"}  # old spellings, accepted for one release
-
-
 def parse_args(argv=None) -> Tuple[EvalSettings, EvaluateOptions]:
     """--quick (or the defaults), overridden by every flag that was given."""
     argv = list(sys.argv[1:] if argv is None else argv)
     quick = dataclasses.asdict(EvalSettings.quick()) if "--quick" in argv else None
-    settings, options = parse_settings(
-        [EvalSettings, EvaluateOptions], argv, description=__doc__, renamed=RENAMED, defaults=quick
-    )
+    settings, options = parse_settings([EvalSettings, EvaluateOptions], argv, description=__doc__, defaults=quick)
     if options.reuse_cache and settings.cache_dir is None:
         settings.cache_dir = os.path.join(options.output_dir, "cells")
     return settings, options

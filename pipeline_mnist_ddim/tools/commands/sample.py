@@ -23,11 +23,8 @@ from pipeline_mnist_ddim.tools.cli import (
 from pipeline_mnist_ddim.tools.settings import SampleSettings
 
 
-RENAMED = {"--model_checkpoint": "--checkpoint"}  # old spellings, accepted for one release
-
-
 def parse_args(argv=None) -> SampleSettings:
-    (settings,) = parse_settings([SampleSettings], argv, description=__doc__, renamed=RENAMED)
+    (settings,) = parse_settings([SampleSettings], argv, description=__doc__)
     return settings
 
 

@@ -23,19 +23,9 @@ ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 def parse_args(argv=None):
-    """The options and the weights file to write; the old ``--output FILE`` still names the file, for one release."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    output_file = None
-    for i, arg in enumerate(argv):
-        if arg == "--output" and i + 1 < len(argv) or arg.startswith("--output="):
-            output_file = argv[i + 1] if arg == "--output" else arg.partition("=")[2]
-            del argv[i : i + (2 if arg == "--output" else 1)]
-            logger.warning("--output is deprecated and will be removed in the next release: use --output_dir")
-            break
+    """The options and the weights file to write."""
     (options,) = parse_settings([ClassifierTrainingOptions], argv, description=__doc__)
-    if output_file is None:
-        output_file = os.path.join(options.output_dir or ASSETS_DIR, WEIGHTS_NAME)
-    return options, output_file
+    return options, os.path.join(options.output_dir or ASSETS_DIR, WEIGHTS_NAME)
 
 
 @quiet_on_ctrl_c
