@@ -118,7 +118,6 @@ def test_sampler_and_converter_name_the_checkpoint_alike():
         ("sample", ["--model_checkpoint", "c.pt"]),
         ("train", ["--no-sdpa"]),
         ("evaluate", ["--resume"]),
-        ("train_classifier", ["--output", "w"]),
     ],
 )
 def test_spellings_never_released_are_refused(command, argv, capsys):
