@@ -891,7 +891,8 @@ def test_failed_upload_says_where_the_saved_folder_is(workdir, converter, monkey
     def refuse(*args, **kwargs):
         raise RuntimeError("401 Unauthorized")
 
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", refuse)
+    # the uploader calls huggingface_hub.create_repo when it uploads (the name is looked up then)
+    monkeypatch.setattr(huggingface_hub, "create_repo", refuse)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
     output = workdir / "outputs" / "out"
