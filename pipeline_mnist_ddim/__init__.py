@@ -12,6 +12,7 @@ import os
 
 
 DEFAULT_PIPELINE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_pipeline")
+ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")  # the digit classifier's weights
 
 # Imported on first use: the command-line tools import this package, and their --help must not load torch.
 _LAZY = {

@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline_mnist_ddim import ASSETS_DIR
 from pipeline_mnist_ddim.conversion.files import atomic_path
 
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "digit_classifier.safetensors")
+DEFAULT_WEIGHTS = os.path.join(ASSETS_DIR, "digit_classifier.safetensors")
 FEATURE_DIM = 64
 
 

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 
+from pipeline_mnist_ddim import ASSETS_DIR
 from pipeline_mnist_ddim.conversion.files import check_writable_location
 from pipeline_mnist_ddim.tools.cli import USER_ERRORS, parse_settings, quiet_on_ctrl_c, report
 from pipeline_mnist_ddim.tools.settings import ClassifierTrainingOptions
@@ -19,7 +20,6 @@ from pipeline_mnist_ddim.tools.settings import ClassifierTrainingOptions
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "digit_classifier.safetensors"
-ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 
 
 def parse_args(argv=None):
