@@ -158,3 +158,25 @@ def convert_script():
     from pipeline_mnist_ddim.tools.commands import convert
 
     return convert
+
+
+@pytest.fixture
+def sampler(capsys, monkeypatch, tiny_pipeline, workdir):
+    """(exit code, stderr, pipelines loaded) of mnist-ddim-sample writing into ``workdir/outputs/samples`` (a later
+    ``--output_dir`` wins), sampling with the tiny pipeline; ``workdir`` is the calling test module's."""
+    from pipeline_mnist_ddim.tools.commands import sample as sample_command
+
+    loaded = []
+
+    def load_tiny(settings, dtype_name=None):
+        loaded.append(settings)
+        return tiny_pipeline
+
+    monkeypatch.setattr("pipeline_mnist_ddim.tools.sample.load_pipeline", load_tiny)
+
+    def run(*argv):
+        args = ["--output_dir", workdir / "outputs" / "samples", "--num_samples", "2", "--num_inference_steps", "2"]
+        code = sample_command.main([str(a) for a in [*args, *argv]])
+        return code, capsys.readouterr().err, loaded
+
+    return run

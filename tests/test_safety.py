@@ -906,26 +906,6 @@ def test_failed_upload_says_where_the_saved_folder_is(workdir, converter, monkey
 # ================================================================= 4. sample_ddim.py: everything checked before sampling
 
 
-@pytest.fixture
-def sampler(capsys, monkeypatch, tiny_pipeline, workdir):
-    """(exit code, stderr, pipelines loaded) of `scripts/sample_ddim.py`, sampling with the tiny pipeline."""
-    module = load_script("sample_ddim")
-    loaded = []
-
-    def load_tiny(settings, dtype_name=None):
-        loaded.append(settings)
-        return tiny_pipeline
-
-    monkeypatch.setattr("pipeline_mnist_ddim.tools.sample.load_pipeline", load_tiny)
-
-    def run(*argv):
-        args = ["--output_dir", workdir / "outputs" / "samples", "--num_samples", "2", "--num_inference_steps", "2"]
-        code = module.main([str(a) for a in [*args, *argv]])
-        return code, capsys.readouterr().err, loaded
-
-    return run
-
-
 SAMPLER_CASES = {
     # id: (arguments, texts the message must hold, whether the pipeline may be loaded first)
     "eta just above 1": (["--eta", "1.01"], ["--eta", "from 0", "to 1"], False),

@@ -301,24 +301,6 @@ def test_the_embedded_default_passes_the_folder_checks():
 # ================================================================= mnist-ddim-sample: arguments, before loading
 
 
-@pytest.fixture
-def sampler(capsys, monkeypatch, tiny_pipeline, workdir):
-    """(exit code, stderr, pipelines loaded) of mnist-ddim-sample, sampling with the tiny pipeline."""
-    loaded = []
-
-    def load_tiny(settings, dtype_name=None):
-        loaded.append(settings)
-        return tiny_pipeline
-
-    monkeypatch.setattr("pipeline_mnist_ddim.tools.sample.load_pipeline", load_tiny)
-
-    def run(*argv):
-        code = sample_command.main([str(a) for a in [*SMALL_RUN, *argv]])
-        return code, capsys.readouterr().err, loaded
-
-    return run
-
-
 def _dangling(workdir):
     (workdir / "outputs" / "gone").symlink_to(workdir / "outputs" / "nowhere")
     return workdir / "outputs" / "gone"
@@ -351,8 +333,6 @@ SAMPLE_CASES = {
 def test_sampler_refuses_before_loading(case, sampler, workdir):
     argv, expected = SAMPLE_CASES[case]
     argv = argv(workdir)
-    if "--output_dir" not in argv:
-        argv += ["--output_dir", workdir / "outputs" / "samples"]
     before = tree(workdir)
     code, stderr, loaded = sampler(*argv)
     assert_refused(code, stderr, *expected)
