@@ -36,7 +36,7 @@ COMMANDS = {
 }  # scripts/<name>.py wraps pipeline_mnist_ddim.tools.commands.<command>
 
 
-def load_script(name: str):
+def command_module(name: str):
     return importlib.import_module(f"pipeline_mnist_ddim.tools.commands.{COMMANDS[name]}")
 
 
@@ -1029,7 +1029,7 @@ def test_sampler_refuses_a_tampered_scheduler_config(case, saved_unconditional_f
     config_path = folder / "scheduler" / "scheduler_config.json"
     config_path.write_text(edit if isinstance(edit, str) else json.dumps(edit(json.loads(config_path.read_text()))))
     before = tree(workdir)
-    code = load_script("sample_ddim").main(
+    code = command_module("sample_ddim").main(
         [
             "--pipeline",
             str(folder),
@@ -1049,7 +1049,7 @@ def test_sampler_refuses_a_tampered_scheduler_config(case, saved_unconditional_f
 
 
 def test_benchmark_refuses_a_bogus_device(capsys):
-    assert_refused(load_script("benchmark").main(["--device", "bogus"]), capsys.readouterr().err, "not a device")
+    assert_refused(command_module("benchmark").main(["--device", "bogus"]), capsys.readouterr().err, "not a device")
 
 
 @pytest.mark.parametrize(
@@ -1062,7 +1062,7 @@ def test_benchmark_refuses_a_bogus_device(capsys):
 )
 def test_long_running_scripts_refuse_an_impossible_output_folder_before_working(script, argv, workdir, capsys):
     before = tree(workdir)
-    code = load_script(script).main([*argv, "--output_dir", str(workdir / "inputs" / "notes.txt" / "out")])
+    code = command_module(script).main([*argv, "--output_dir", str(workdir / "inputs" / "notes.txt" / "out")])
     assert_refused(code, capsys.readouterr().err, "notes.txt", "is a file")
     assert tree(workdir) == before
 
