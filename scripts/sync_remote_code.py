@@ -4,7 +4,7 @@
     python scripts/sync_remote_code.py --check   # exit 1 and list them instead (CI: tests/test_default_pipeline.py)
 
 A pipeline folder loaded with ``trust_remote_code=True`` runs the code files inside it, so the
-embedded default carries copies of the pipeline (with its folder mixin) and UNet modules. As diffusers' ``make fix-copies``,
+embedded default carries copies of the pipeline (with the modules it imports relatively) and UNet modules. As diffusers' ``make fix-copies``,
 this rewrites only those files; the weights and configs are left alone.
 """
 
@@ -14,14 +14,28 @@ import shutil
 import sys
 from typing import Dict, List
 
+from diffusers.utils.dynamic_modules_utils import get_relative_import_files
+
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# copy (relative to the repository) -> the package module it must equal byte for byte
-REMOTE_CODE_COPIES: Dict[str, str] = {
-    "pipeline_mnist_ddim/default_pipeline/pipeline_mnist_ddim.py": "pipeline_mnist_ddim/pipeline_mnist_ddim.py",
-    "pipeline_mnist_ddim/default_pipeline/pipeline_folder.py": "pipeline_mnist_ddim/pipeline_folder.py",
-    "pipeline_mnist_ddim/default_pipeline/unet/unet_mnist.py": "pipeline_mnist_ddim/unet_mnist.py",
-}
+PACKAGE = "pipeline_mnist_ddim"
+DEFAULT = f"{PACKAGE}/default_pipeline"
+
+
+def _remote_code_copies() -> Dict[str, str]:
+    """copy -> the package module it must equal byte for byte (paths relative to the repository).
+
+    The pipeline file and every file it imports relatively (diffusers' own rule for what a folder's code
+    needs, so a new sibling module is copied without editing this list), and the UNet's file in ``unet/``.
+    """
+    pipeline = os.path.join(REPO_DIR, PACKAGE, "pipeline_mnist_ddim.py")
+    modules = [pipeline] + sorted(get_relative_import_files(pipeline))
+    copies = {f"{DEFAULT}/{os.path.basename(path)}": f"{PACKAGE}/{os.path.basename(path)}" for path in modules}
+    copies[f"{DEFAULT}/unet/unet_mnist.py"] = f"{PACKAGE}/unet_mnist.py"
+    return copies
+
+
+REMOTE_CODE_COPIES = _remote_code_copies()
 
 
 def _read(path: str) -> bytes:

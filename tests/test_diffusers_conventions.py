@@ -351,10 +351,11 @@ def test_call_takes_stable_diffusions_shared_parameters_in_its_order_and_declare
 
 
 def test_check_inputs_is_called_with_keyword_arguments_only():
-    tree = ast.parse(Path(pipeline_mnist_ddim.__file__).read_text())
+    pipeline_files = Path(pipeline_mnist_ddim.__file__).parent.glob("pipeline_*.py")  # the class and its mixins
     calls = [
         node
-        for node in ast.walk(tree)
+        for path in pipeline_files
+        for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "check_inputs"
     ]
     assert len(calls) == 2  # __call__ and invert
@@ -462,8 +463,9 @@ def test_lora_scale_reaches_the_text_encoder_and_is_undone_even_when_encoding_fa
 
 def _folder_code_that_must_not_run(folder: Path):
     """Replaces the folder's code copies with code that fails loudly if anything imports it."""
-    for path in (folder / "pipeline_mnist_ddim.py", folder / "pipeline_folder.py", folder / "unet" / "unet_mnist.py"):
-        assert path.is_file()
+    code_files = [*folder.glob("*.py"), folder / "unet" / "unet_mnist.py"]
+    assert {path.name for path in code_files} >= {"pipeline_mnist_ddim.py", "pipeline_checks.py", "unet_mnist.py"}
+    for path in code_files:
         path.write_text("raise RuntimeError('the folder's code was imported')\n")
 
 

@@ -8,7 +8,11 @@ import pytest
 
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline_mnist_ddim"
-REMOTE_CODE = ["pipeline_mnist_ddim.py", "pipeline_folder.py", "unet_mnist.py", "compact_text_encoder.py"]
+# the pipeline and the modules it imports relatively, the UNet subclass, the compact text encoder
+REMOTE_CODE = sorted(path.name for path in PACKAGE.glob("pipeline_*.py")) + [
+    "unet_mnist.py",
+    "compact_text_encoder.py",
+]
 PRODUCT = sorted(
     [PACKAGE / "__init__.py", *(PACKAGE / name for name in REMOTE_CODE)]
     + list((PACKAGE / "lesson").glob("*.py"))

@@ -14,10 +14,8 @@ from typing import Callable, Union
 
 from diffusers import ModelMixin, SchedulerMixin
 from diffusers.utils.constants import DIFFUSERS_DYNAMIC_MODULE_NAME
+from diffusers.utils.dynamic_modules_utils import get_relative_import_files
 from diffusers.utils.hub_utils import load_or_create_model_card, populate_model_card
-
-
-FOLDER_MODULE = os.path.splitext(os.path.basename(__file__))[0]
 
 
 def _update_json(path: str, update: Callable[[dict], None]) -> None:
@@ -88,8 +86,8 @@ class PipelineFolderMixin:
         """Saves a folder that loads with `trust_remote_code=True`, also when this pipeline was itself remote code.
 
         diffusers' `save_pretrained` copies no code and records custom classes as plain names or
-        as dynamic module paths; this copies the pipeline's and the UNet's source files verbatim
-        and records both as `[module, class]` pairs in `model_index.json`. With `push_to_hub=True`
+        as dynamic module paths; this copies the pipeline's and the UNet's source files verbatim, with
+        the files they import relatively, and records both as `[module, class]` pairs in `model_index.json`. With `push_to_hub=True`
         the folder is uploaded only once complete (the parent would upload before these fixes).
         """
         hub_kwargs = {
@@ -109,12 +107,10 @@ class PipelineFolderMixin:
         for name, obj, target_dir in custom:
             source = inspect.getsourcefile(type(obj))
             module = os.path.splitext(os.path.basename(source))[0]
-            shutil.copyfile(source, os.path.join(target_dir, module + ".py"))
+            # with the files it imports relatively (this one, for the pipeline), which diffusers copies along
+            for code_file in [source] + get_relative_import_files(source):
+                shutil.copyfile(code_file, os.path.join(target_dir, os.path.basename(code_file)))
             index_updates[name] = [module, type(obj).__name__]
-        # the pipeline file imports this one (`from .pipeline_folder import ...`): diffusers copies it along
-        shutil.copyfile(
-            inspect.getsourcefile(PipelineFolderMixin), os.path.join(save_directory, FOLDER_MODULE + ".py")
-        )
         _update_json(os.path.join(save_directory, "model_index.json"), lambda index: index.update(index_updates))
         if push_to_hub:
             self.push_folder(str(save_directory), **hub_kwargs)
