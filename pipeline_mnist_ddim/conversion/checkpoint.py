@@ -15,6 +15,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from pipeline_mnist_ddim.conversion.folder_checks import MAX_WIDTHS
 from pipeline_mnist_ddim.unet_mnist import MNISTUNet2DConditionModel
 
 
@@ -275,11 +276,6 @@ def strip_prefixes(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tenso
             start = key.index(".", start) + 1
         stripped[key[start:]] = value
     return stripped
-
-
-# Far above any Lesson 5e network (base 128, context 768, one 64-wide head), far below what
-# exhausts a machine: a crafted file must not make us allocate tens of GB.
-MAX_WIDTHS = {"base_channels": 256, "cross_attention_dim": 4096, "transformer_inner_dim": 512}
 
 
 def infer_unet_config(state_dict: Dict[str, torch.Tensor]) -> dict:

@@ -10,27 +10,30 @@ weight files, so that no weight is left on the meta device or freshly initialise
 The bounds are generous for this project (the lesson: 32x32 images, 1000 steps, CLIP's 77 tokens and width 768).
 """
 
-import json
-import math
 import os
-import struct
-from typing import Any, Dict, Iterable, List, Optional, Set
+from typing import Iterable, List, Optional, Set
+
+from pipeline_mnist_ddim.conversion.folder_reader import (
+    FolderReader,
+    is_number,
+    is_whole,
+    shown,
+    weight_header,
+)
 
 
 MAX_INDEX_BYTES = 64 * 1024
-MAX_CONFIG_BYTES = 1024 * 1024  # a scheduler config holds 1000 betas: about 25 kB
 MAX_TOKENIZER_BYTES = 32 * 1024 * 1024  # CLIP's tokenizer.json: 3.6 MB
-MAX_CODE_BYTES = 1024 * 1024
-MAX_SAFETENSORS_HEADER = 100 * 1000 * 1000  # the safetensors format's own limit
 MAX_TRAIN_TIMESTEPS = 10_000
 MAX_SAMPLE_SIZE = 128
-MAX_WIDTHS = {"base_channels": 256, "cross_attention_dim": 4096, "transformer_inner_dim": 512}  # conversion.py's
+# Far above any Lesson 5e network (base 128, context 768, one 64-wide head), far below what exhausts a machine:
+# a crafted folder or checkpoint (the converter's caps too) must not make us allocate tens of GB.
+MAX_WIDTHS = {"base_channels": 256, "cross_attention_dim": 4096, "transformer_inner_dim": 512}
 MAX_TOKENS = 1024  # model_max_length, max_position_embeddings, a compact encoder's sequence_length
 MAX_VOCAB = 1_000_000
 MAX_LAYERS = 48
 MAX_INTERMEDIATE = 16_384
 MAX_COMPACT_ELEMENTS = 2**28  # prompts x tokens x width of a compact encoder's table (1 GiB in float32)
-WEIGHT_DTYPES = ("F32", "F16", "BF16")  # what the lesson and this package ever store
 
 PIPELINE_CLASS = "MNISTDDIMPipeline"
 UNET_CLASS = ["unet_mnist", "MNISTUNet2DConditionModel"]
@@ -49,77 +52,14 @@ TOKENIZERS = ("PreTrainedTokenizerFast", "CLIPTokenizerFast", "CLIPTokenizer", "
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 # transformers' name, then diffusers' (the compact text encoder is a diffusers ModelMixin)
-WEIGHT_FILES = {
-    "unet": ("diffusion_pytorch_model.safetensors",),
-    "text_encoder": ("model.safetensors", "diffusion_pytorch_model.safetensors"),
-}
 
 
-class PipelineFolderError(ValueError):
-    """The folder is not a usable pipeline; the message names the file and the value."""
-
-
-class _Folder:
-    def __init__(self, folder: str):
-        self.folder = folder
-
-    def fail(self, where: str, problem: str) -> PipelineFolderError:
-        # "could not be loaded as a pipeline" is the wording folder_io uses for what diffusers refuses
-        return PipelineFolderError(f"{self.folder} could not be loaded as a pipeline: {where}: {problem}")
-
-    def path(self, *parts: str) -> str:
-        return os.path.join(self.folder, *parts)
-
-    def json(self, relative: str, max_bytes: int = MAX_CONFIG_BYTES) -> Dict[str, Any]:
-        path = self.path(relative)
-        if not os.path.isfile(path):
-            raise self.fail(relative, "missing")
-        size = os.path.getsize(path)
-        if size > max_bytes:
-            raise self.fail(relative, f"{size} bytes, over the {max_bytes} a config of this pipeline needs")
-        try:
-            with open(path, "rb") as f:
-                value = json.loads(f.read().decode("utf-8"))
-        except RecursionError:
-            raise self.fail(relative, "nested too deeply to be a config") from None
-        except (ValueError, UnicodeDecodeError) as err:
-            raise self.fail(relative, f"not a valid JSON file ({type(err).__name__})") from None
-        if not isinstance(value, dict):
-            raise self.fail(relative, f"holds a {type(value).__name__}, not a JSON object")
-        return value
-
-    def code(self, relative: str) -> None:
-        """The folder's Python file must exist and compile (compiled, never run, here)."""
-        path = self.path(relative)
-        if not os.path.isfile(path):
-            raise self.fail(relative, "missing (the pipeline's own code)")
-        if os.path.getsize(path) > MAX_CODE_BYTES:
-            raise self.fail(relative, f"over {MAX_CODE_BYTES} bytes: not this pipeline's code")
-        try:
-            with open(path, "rb") as f:
-                compile(f.read(), path, "exec", dont_inherit=True)
-        except (SyntaxError, ValueError) as err:  # ValueError: null bytes
-            line = f" (line {err.lineno})" if getattr(err, "lineno", None) else ""
-            raise self.fail(relative, f"its Python code does not compile{line}: {getattr(err, 'msg', err)}") from None
-
-
-def _whole(value, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _shown(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _require_whole(folder: _Folder, where: str, config: dict, key: str, low: int, high: int, default=None) -> int:
+def _requireis_whole(
+    folder: FolderReader, where: str, config: dict, key: str, low: int, high: int, default=None
+) -> int:
     value = config.get(key, default)
-    if not _whole(value, low, high):
-        raise folder.fail(where, f"{key} is {_shown(value)}, expected a whole number from {low} to {high}")
+    if not is_whole(value, low, high):
+        raise folder.fail(where, f"{key} is {shown(value)}, expected a whole number from {low} to {high}")
     return value
 
 
@@ -138,88 +78,88 @@ def check_pipeline_folder(folder: str) -> None:
 
     Reads JSON and safetensors headers only: nothing is built, imported or run. Raises `PipelineFolderError`.
     """
-    f = _Folder(folder)
+    f = FolderReader(folder)
     index = f.json("model_index.json", MAX_INDEX_BYTES)
     class_name = index.get("_class_name")
     if isinstance(class_name, list) and len(class_name) == 2 and class_name[1] == PIPELINE_CLASS:
         module = class_name[0]
         # A module name, never a path: diffusers would import <folder>/<module>.py
         if not isinstance(module, str) or not module.isidentifier():
-            raise f.fail("model_index.json", f"_class_name names the module {_shown(module)}, not a Python name")
+            raise f.fail("model_index.json", f"_class_name names the module {shown(module)}, not a Python name")
         f.code(module + ".py")
     elif class_name != PIPELINE_CLASS:
-        raise f.fail("model_index.json", f"_class_name is {_shown(class_name)}, not this project's {PIPELINE_CLASS}")
+        raise f.fail("model_index.json", f"_class_name is {shown(class_name)}, not this project's {PIPELINE_CLASS}")
     expected = {"unet", "scheduler", "text_encoder", "tokenizer"}
     unknown = sorted(k for k in index if not k.startswith("_") and k not in expected)
     if unknown:
-        raise f.fail("model_index.json", f"unknown components {', '.join(map(_shown, unknown))}")
+        raise f.fail("model_index.json", f"unknown components {', '.join(map(shown, unknown))}")
 
     unet = _check_unet(f, index)
     _check_scheduler(f, index)
     _check_text_components(f, index, unet.get("cross_attention_dim", 768))
 
 
-def _declared(f: _Folder, index: dict, name: str, allowed: Iterable, what: str) -> Optional[List[str]]:
+def _declared(f: FolderReader, index: dict, name: str, allowed: Iterable, what: str) -> Optional[List[str]]:
     declared = _component(index, name)
     if declared is None:
         return None
     if declared not in [list(a) for a in allowed]:
         choices = " or ".join(str(list(a)) for a in allowed)
-        raise f.fail("model_index.json", f"{name} is declared as {_shown(declared)}, not {what} ({choices})")
+        raise f.fail("model_index.json", f"{name} is declared as {shown(declared)}, not {what} ({choices})")
     return declared
 
 
-def _check_unet(f: _Folder, index: dict) -> dict:
+def _check_unet(f: FolderReader, index: dict) -> dict:
     if _declared(f, index, "unet", [UNET_CLASS], "the lesson's UNet") is None:
         raise f.fail("model_index.json", "no unet: every pipeline of this project has one")
     f.code(os.path.join("unet", "unet_mnist.py"))
     where = "unet/config.json"
     config = f.json(where)
     if config.get("_class_name") != UNET_CLASS[1]:
-        raise f.fail(where, f"_class_name is {_shown(config.get('_class_name'))}, not {UNET_CLASS[1]}")
-    size = _require_whole(f, where, config, "sample_size", 8, MAX_SAMPLE_SIZE, 32)
+        raise f.fail(where, f"_class_name is {shown(config.get('_class_name'))}, not {UNET_CLASS[1]}")
+    size = _requireis_whole(f, where, config, "sample_size", 8, MAX_SAMPLE_SIZE, 32)
     if size % 8:  # three downsamplings by 2
         raise f.fail(where, f"sample_size is {size}, not a multiple of 8")
     in_channels = config.get("in_channels", 1)
     if in_channels not in (1, 3) or isinstance(in_channels, bool) or config.get("out_channels", 1) != in_channels:
         raise f.fail(
             where,
-            f"in_channels {_shown(in_channels)} and out_channels {_shown(config.get('out_channels', 1))}: "
+            f"in_channels {shown(in_channels)} and out_channels {shown(config.get('out_channels', 1))}: "
             "expected 1 or 3, the same for both",
         )
-    base = _require_whole(f, where, config, "base_channels", 32, MAX_WIDTHS["base_channels"], 128)
+    base = _requireis_whole(f, where, config, "base_channels", 32, MAX_WIDTHS["base_channels"], 128)
     if base % 32:
         raise f.fail(where, f"base_channels is {base}, not a multiple of 32 (GroupNorm uses 32 groups)")
     for key, default in (("cross_attention_dim", 768), ("transformer_inner_dim", 64)):
-        _require_whole(f, where, config, key, 1, MAX_WIDTHS[key], default)
+        _requireis_whole(f, where, config, key, 1, MAX_WIDTHS[key], default)
     dropout = config.get("dropout", 0.0)
-    if not _number(dropout) or not 0 <= dropout < 1:
-        raise f.fail(where, f"dropout is {_shown(dropout)}, expected a number in [0, 1)")
-    _check_weight_header(f, "unet")
+    if not is_number(dropout) or not 0 <= dropout < 1:
+        raise f.fail(where, f"dropout is {shown(dropout)}, expected a number in [0, 1)")
+    weight_header(f, "unet")
     return config
 
 
-def _check_scheduler(f: _Folder, index: dict) -> int:
+def _check_scheduler(f: FolderReader, index: dict) -> int:
     declared = _component(index, "scheduler")
     if declared is None or not (
         isinstance(declared, list) and len(declared) == 2 and declared[0] == "diffusers" and declared[1] in SCHEDULERS
     ):
         raise f.fail(
             "model_index.json",
-            f"scheduler is declared as {_shown(declared)}, not one of diffusers' {', '.join(SCHEDULERS)}",
+            f"scheduler is declared as {shown(declared)}, not one of diffusers' {', '.join(SCHEDULERS)}",
         )
     where = "scheduler/scheduler_config.json"
     config = f.json(where)
     if config.get("_class_name") != declared[1]:
         raise f.fail(
-            where, f"_class_name is {_shown(config.get('_class_name'))}, but model_index.json says {declared[1]}"
+            where, f"_class_name is {shown(config.get('_class_name'))}, but model_index.json says {declared[1]}"
         )
-    steps = _require_whole(f, where, config, "num_train_timesteps", 1, MAX_TRAIN_TIMESTEPS, 1000)
+    steps = _requireis_whole(f, where, config, "num_train_timesteps", 1, MAX_TRAIN_TIMESTEPS, 1000)
     betas = config.get("trained_betas")
     if betas is not None:
         if not isinstance(betas, list):
-            raise f.fail(where, f"trained_betas is {_shown(betas)}, not a list of numbers")
-        finite = all(_number(b) and 0 < b < 1 for b in betas)
+            raise f.fail(where, f"trained_betas is {shown(betas)}, not a list of numbers")
+        finite = all(is_number(b) and 0 < b < 1 for b in betas)
         product = 1.0
         for beta in betas if finite else ():
             product *= 1 - beta  # the last cumulative alpha is the smallest: it must stay above 0
@@ -230,24 +170,24 @@ def _check_scheduler(f: _Folder, index: dict) -> int:
                 "each beta must be in (0, 1))",
             )
     start, end = config.get("beta_start", 0.0001), config.get("beta_end", 0.02)
-    if not (_number(start) and _number(end) and 0 < start <= end < 1):
+    if not (is_number(start) and is_number(end) and 0 < start <= end < 1):
         raise f.fail(
-            where, f"beta_start {_shown(start)} and beta_end {_shown(end)}: expected 0 < beta_start <= beta_end < 1"
+            where, f"beta_start {shown(start)} and beta_end {shown(end)}: expected 0 < beta_start <= beta_end < 1"
         )
     for key, choices in (("beta_schedule", BETA_SCHEDULES), ("timestep_spacing", TIMESTEP_SPACINGS)):
         if key in config and config[key] not in choices:
-            raise f.fail(where, f"{key} is {_shown(config[key])}, expected one of {', '.join(choices)}")
+            raise f.fail(where, f"{key} is {shown(config[key])}, expected one of {', '.join(choices)}")
     # The lesson's 0; diffusers' configs often say 1. Larger offsets push the last timestep past the schedule.
-    _require_whole(f, where, config, "steps_offset", 0, 1, 0)
+    _requireis_whole(f, where, config, "steps_offset", 0, 1, 0)
     if config.get("prediction_type", "epsilon") != "epsilon":
-        raise f.fail(where, f"prediction_type is {_shown(config.get('prediction_type'))}: the lesson predicts epsilon")
+        raise f.fail(where, f"prediction_type is {shown(config.get('prediction_type'))}: the lesson predicts epsilon")
     for key in ("clip_sample", "thresholding", "set_alpha_to_one", "rescale_betas_zero_snr"):
         if key in config and not isinstance(config[key], bool):
-            raise f.fail(where, f"{key} is {_shown(config[key])}, expected true or false")
+            raise f.fail(where, f"{key} is {shown(config[key])}, expected true or false")
     return steps
 
 
-def _check_text_components(f: _Folder, index: dict, context_width: int) -> None:
+def _check_text_components(f: FolderReader, index: dict, context_width: int) -> None:
     encoder = _declared(f, index, "text_encoder", TEXT_ENCODERS, "a CLIP text model or the compact encoder")
     tokenizer = _component(index, "tokenizer")
     if (encoder is None) != (tokenizer is None):
@@ -255,10 +195,10 @@ def _check_text_components(f: _Folder, index: dict, context_width: int) -> None:
     if encoder is None:
         return
     if not (isinstance(tokenizer, list) and len(tokenizer) == 2 and tokenizer[0] == "transformers"):
-        raise f.fail("model_index.json", f"tokenizer is declared as {_shown(tokenizer)}, not a transformers tokenizer")
+        raise f.fail("model_index.json", f"tokenizer is declared as {shown(tokenizer)}, not a transformers tokenizer")
     if tokenizer[1] not in TOKENIZERS:
         raise f.fail(
-            "model_index.json", f"tokenizer is declared as {_shown(tokenizer)}, not one of {', '.join(TOKENIZERS)}"
+            "model_index.json", f"tokenizer is declared as {shown(tokenizer)}, not one of {', '.join(TOKENIZERS)}"
         )
 
     where = "text_encoder/config.json"
@@ -272,36 +212,36 @@ def _check_text_components(f: _Folder, index: dict, context_width: int) -> None:
             or not all(isinstance(p, str) for p in prompts)
         ):
             raise f.fail(where, "prompts must be a list of 1 to 1000 texts")
-        length = _require_whole(f, where, config, "sequence_length", 1, MAX_TOKENS, 77)
-        width = _require_whole(f, where, config, "hidden_size", 1, MAX_WIDTHS["cross_attention_dim"], 768)
+        length = _requireis_whole(f, where, config, "sequence_length", 1, MAX_TOKENS, 77)
+        width = _requireis_whole(f, where, config, "hidden_size", 1, MAX_WIDTHS["cross_attention_dim"], 768)
         if len(prompts) * length * width > MAX_COMPACT_ELEMENTS:
             raise f.fail(where, f"a table of {len(prompts)} x {length} x {width} values is implausibly large")
         vocab_size = None  # its tokenizer's ids are rows; the encoder itself refuses others
         max_positions = MAX_TOKENS
     else:
         if config.get("model_type") != "clip_text_model":
-            raise f.fail(where, f"model_type is {_shown(config.get('model_type'))}, not clip_text_model")
-        width = _require_whole(f, where, config, "hidden_size", 1, MAX_WIDTHS["cross_attention_dim"])
-        heads = _require_whole(f, where, config, "num_attention_heads", 1, width)
+            raise f.fail(where, f"model_type is {shown(config.get('model_type'))}, not clip_text_model")
+        width = _requireis_whole(f, where, config, "hidden_size", 1, MAX_WIDTHS["cross_attention_dim"])
+        heads = _requireis_whole(f, where, config, "num_attention_heads", 1, width)
         if width % heads:
             raise f.fail(where, f"hidden_size {width} is not a multiple of num_attention_heads {heads}")
-        _require_whole(f, where, config, "num_hidden_layers", 1, MAX_LAYERS)
-        _require_whole(f, where, config, "intermediate_size", 1, MAX_INTERMEDIATE)
-        vocab_size = _require_whole(f, where, config, "vocab_size", 1, MAX_VOCAB)
-        max_positions = _require_whole(f, where, config, "max_position_embeddings", 1, MAX_TOKENS)
-        _check_weight_header(f, "text_encoder")
+        _requireis_whole(f, where, config, "num_hidden_layers", 1, MAX_LAYERS)
+        _requireis_whole(f, where, config, "intermediate_size", 1, MAX_INTERMEDIATE)
+        vocab_size = _requireis_whole(f, where, config, "vocab_size", 1, MAX_VOCAB)
+        max_positions = _requireis_whole(f, where, config, "max_position_embeddings", 1, MAX_TOKENS)
+        weight_header(f, "text_encoder")
     if width != context_width:
         raise f.fail(where, f"hidden_size {width} differs from the UNet's cross_attention_dim {context_width}")
 
     where = "tokenizer/tokenizer_config.json"
     config = f.json(where)
-    _require_whole(f, where, config, "model_max_length", 1, max_positions)
+    _requireis_whole(f, where, config, "model_max_length", 1, max_positions)
     ids = _token_ids(f)
     if vocab_size is not None and ids and max(ids) >= vocab_size:
         raise f.fail("tokenizer", f"token id {max(ids)} is beyond the text encoder's vocab_size {vocab_size}")
 
 
-def _token_ids(f: _Folder) -> Set[int]:
+def _token_ids(f: FolderReader) -> Set[int]:
     """Every id the tokenizer can emit: its vocabulary's and its added tokens'."""
     ids: Set[int] = set()
     if os.path.isfile(f.path("tokenizer", "tokenizer.json")):
@@ -316,77 +256,17 @@ def _token_ids(f: _Folder) -> Set[int]:
         else:
             raise f.fail(where, "has no vocabulary (model.vocab)")
         values += [t.get("id") for t in data.get("added_tokens") or [] if isinstance(t, dict)]
-        if not all(_whole(v, 0, 2**31 - 1) for v in values):
+        if not all(is_whole(v, 0, 2**31 - 1) for v in values):
             raise f.fail(where, "token ids must be whole numbers from 0")
         ids.update(values)
     elif os.path.isfile(f.path("tokenizer", "vocab.json")):  # a slow CLIPTokenizer's files
         vocab = f.json("tokenizer/vocab.json", MAX_TOKENIZER_BYTES)
-        if not all(_whole(v, 0, 2**31 - 1) for v in vocab.values()):
+        if not all(is_whole(v, 0, 2**31 - 1) for v in vocab.values()):
             raise f.fail("tokenizer/vocab.json", "token ids must be whole numbers from 0")
         ids.update(vocab.values())
     else:
         raise f.fail("tokenizer", "neither tokenizer.json nor vocab.json")
     return ids
-
-
-def _weight_files(f: _Folder, component: str) -> List[str]:
-    names = WEIGHT_FILES[component]
-    for name in names:
-        if os.path.isfile(f.path(component, name)):
-            return [os.path.join(component, name)]
-        index_name = name.replace(".safetensors", ".safetensors.index.json")
-        if os.path.isfile(f.path(component, index_name)):
-            weight_map = f.json(os.path.join(component, index_name)).get("weight_map")
-            shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
-            if not shards or not all(isinstance(s, str) and os.path.basename(s) == s for s in shards):
-                raise f.fail(os.path.join(component, index_name), "weight_map does not name shard files in its folder")
-            return [os.path.join(component, s) for s in shards]
-    raise f.fail(component, f"no {names[0]}: its weights are missing (only safetensors files are loaded)")
-
-
-def safetensors_header(path: str, where: str = "", folder: Optional[_Folder] = None) -> Dict[str, dict]:
-    """``{name: {"dtype", "shape", "data_offsets"}}`` of a safetensors file, read without torch."""
-    f = folder or _Folder(os.path.dirname(path))
-    where = where or os.path.basename(path)
-    size = os.path.getsize(path)
-    with open(path, "rb") as stream:
-        head = stream.read(8)
-        length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
-        if not 2 <= length <= min(MAX_SAFETENSORS_HEADER, size - 8):
-            raise f.fail(where, "not a safetensors file (truncated or corrupt header)")
-        try:
-            header = json.loads(stream.read(length).decode("utf-8"))
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise f.fail(where, "not a safetensors file (its header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise f.fail(where, "not a safetensors file (its header is not an object)")
-    header.pop("__metadata__", None)
-    data = size - 8 - length
-    for name, entry in header.items():
-        ok = (
-            isinstance(entry, dict)
-            and isinstance(entry.get("shape"), list)
-            and isinstance(entry.get("data_offsets"), list)
-        )
-        if ok:
-            begin, end = (entry["data_offsets"] + [None, None])[:2]
-            ok = _whole(begin, 0, data) and _whole(end, 0, data) and begin <= end
-        if not ok:
-            raise f.fail(where, f"tensor {_shown(name)} has a malformed header entry (truncated file?)")
-        if entry.get("dtype") not in WEIGHT_DTYPES:
-            raise f.fail(
-                where, f"tensor {_shown(name)} is {_shown(entry.get('dtype'))}, not one of {', '.join(WEIGHT_DTYPES)}"
-            )
-    return header
-
-
-def _check_weight_header(f: _Folder, component: str) -> Dict[str, dict]:
-    header: Dict[str, dict] = {}
-    for relative in _weight_files(f, component):
-        header.update(safetensors_header(f.path(relative), relative, f))
-    if not header:
-        raise f.fail(component, "its weights file holds no tensors")
-    return header
 
 
 # ---------------------------------------------------------------------------- after loading
@@ -400,12 +280,12 @@ def _normalized(name: str) -> str:
 def check_loaded_pipeline(pipe, folder: str) -> None:
     """Every weight the built UNet and text encoder hold came from the folder's files (none on the meta device,
     none initialised at random because its tensor was removed)."""
-    f = _Folder(folder)
+    f = FolderReader(folder)
     for component in ("unet", "text_encoder"):
         module = getattr(pipe, component, None)
         if module is None or not os.path.isdir(f.path(component)):
             continue
-        stored = {_normalized(n) for n in _check_weight_header(f, component)}
+        stored = {_normalized(n) for n in weight_header(f, component)}
         state = module.state_dict()
         missing = sorted(n for n in state if _normalized(n) not in stored)
         meta = sorted(n for n, t in state.items() if getattr(t, "is_meta", False))
@@ -413,6 +293,6 @@ def check_loaded_pipeline(pipe, folder: str) -> None:
             names = missing or meta
             raise f.fail(
                 component,
-                f"{len(names)} of its {len(state)} weights are not in its weights file (e.g. {_shown(names[0])}): "
+                f"{len(names)} of its {len(state)} weights are not in its weights file (e.g. {shown(names[0])}): "
                 "they would be empty or random",
             )
