@@ -1,4 +1,4 @@
-"""A text encoder that is a table: the lesson's prompts and the contexts a real encoder gave them.
+"""A text encoder that is a prompt table: the lesson's prompts and the contexts a real encoder gave them.
 
 This file is loaded as Hub remote code (``text_encoder/compact_text_encoder.py`` in a
 pipeline folder), so it imports only torch, diffusers and transformers.
@@ -20,7 +20,9 @@ from transformers.modeling_outputs import BaseModelOutput
 
 
 class CompactTextEncoder(ModelMixin, ConfigMixin):
-    r"""Row ``i`` of the table is the context of ``prompts[i]``; input ids are row numbers, one per prompt.
+    r"""Row ``i`` of the prompt table is the context of ``prompts[i]``; input ids are row numbers, one per prompt.
+
+    (mnist-ddim-convert --compact_text_encoder builds it; the training script conditions on the same table.)
 
     Args:
         prompts (`List[str]`): The accepted prompts, in table order.
