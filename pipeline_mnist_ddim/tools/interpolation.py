@@ -19,9 +19,9 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from pipeline_mnist_ddim.conversion.files import atomic_path
+from pipeline_mnist_ddim.tools.commands.interpolate import InterpolationSettings
 from pipeline_mnist_ddim.tools.image_grid import save_grid
 from pipeline_mnist_ddim.tools.metrics import predict_labels
-from pipeline_mnist_ddim.tools.settings import InterpolationSettings
 
 
 logger = logging.getLogger(__name__)

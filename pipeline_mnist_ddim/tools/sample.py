@@ -18,9 +18,9 @@ from diffusers.utils.torch_utils import randn_tensor
 from pipeline_mnist_ddim.conversion.files import atomic_path, check_writable_location
 from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder
 from pipeline_mnist_ddim.lesson import labels_to_prompts
+from pipeline_mnist_ddim.tools.commands.sample import SampleSettings
 from pipeline_mnist_ddim.tools.devices import DTYPES, pick_device, resolve_dtype
 from pipeline_mnist_ddim.tools.image_grid import save_grid
-from pipeline_mnist_ddim.tools.settings import SampleSettings
 
 
 logger = logging.getLogger(__name__)

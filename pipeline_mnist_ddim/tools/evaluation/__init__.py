@@ -6,9 +6,9 @@
 - ``report``: the Markdown, the quality-vs-steps plot, the files written.
 """
 
-from pipeline_mnist_ddim.tools.evaluation.jobs import SECTIONS, EvalSettings, process_state
+from pipeline_mnist_ddim.tools.evaluation.jobs import SECTIONS, EvaluationSettings, process_state
 from pipeline_mnist_ddim.tools.evaluation.report import results_markdown, write_outputs
 from pipeline_mnist_ddim.tools.evaluation.sections import evaluate
 
 
-__all__ = ["SECTIONS", "EvalSettings", "evaluate", "process_state", "results_markdown", "write_outputs"]
+__all__ = ["SECTIONS", "EvaluationSettings", "evaluate", "process_state", "results_markdown", "write_outputs"]
