@@ -22,6 +22,7 @@ from pipeline_mnist_ddim.tools.arguments import (
     whole_number,
 )
 from pipeline_mnist_ddim.tools.cli import parse_settings, quiet_on_ctrl_c, report
+from pipeline_mnist_ddim.tools.demo.limits import DemoLimits  # torch-free: the defaults of the limits
 
 
 @dataclass
@@ -34,11 +35,17 @@ class DemoSettings:
     share: bool = option(False, "also serve through a temporary public gradio.live link")
     device: str = option("auto", DEVICE_HELP)
     dtype: DtypeName = option("float32", "UNet/text-encoder dtype")
-    concurrency_limit: int = option(1, "jobs run at once, all tabs together")
-    max_images: int = option(32, "images per Sample request")
-    max_image_steps: int = option(2000, "network evaluations per request (images x steps, x 2 with guidance)")
-    max_seconds: float = option(120.0, "wall time of one request; it is stopped at the next step after that")
-    max_client_requests: int = option(4, "requests one client (IP address) may start per 10 minutes")
+    concurrency_limit: int = option(DemoLimits.concurrency, "jobs run at once, all tabs together")
+    max_images: int = option(DemoLimits.max_images, "images per Sample request")
+    max_image_steps: int = option(
+        DemoLimits.max_image_steps, "network evaluations per request (images x steps, x 2 with guidance)"
+    )
+    max_seconds: float = option(
+        DemoLimits.max_seconds, "wall time of one request; it is stopped at the next step after that"
+    )
+    max_client_requests: int = option(
+        DemoLimits.max_client_requests, "requests one client (IP address) may start per 10 minutes"
+    )
 
     def validate(self) -> None:
         """What needs no torch nor Gradio, checked before importing them: a ValueError naming the flag."""
@@ -64,7 +71,6 @@ def main(argv=None) -> int:
         args.validate()  # before importing torch and Gradio
         from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder
         from pipeline_mnist_ddim.tools.demo.app import build_demo, import_gradio, launch
-        from pipeline_mnist_ddim.tools.demo.limits import DemoLimits
         from pipeline_mnist_ddim.tools.devices import pick_device, torch_dtype
 
         import_gradio()

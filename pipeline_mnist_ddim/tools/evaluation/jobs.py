@@ -1,4 +1,4 @@
-"""What the evaluation runs and how: settings, one seeded job per image, the split across processes, the cache.
+"""What the evaluation runs and how: one seeded job per image, the split across processes, the cache.
 
 Every image has its own seed (one ``torch.Generator`` each), and a cell with fewer samples uses
 the first samples of the larger cells, so numbers do not depend on batching or on how many
@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from pipeline_mnist_ddim.conversion.files import atomic_path
 from pipeline_mnist_ddim.lesson import TEXT_LABELS
-from pipeline_mnist_ddim.tools.commands.evaluate import SECTIONS, EvaluationSettings  # noqa: F401  (torch-free, for the command line)
+from pipeline_mnist_ddim.tools.commands.evaluate import EvaluationSettings
 
 
 logger = logging.getLogger(__name__)

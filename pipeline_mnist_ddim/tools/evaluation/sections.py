@@ -22,8 +22,8 @@ from accelerate import PartialState
 
 from pipeline_mnist_ddim.lesson.schedulers import lesson_ddpm_scheduler
 from pipeline_mnist_ddim.tools.classifier import DigitClassifier, load_default_classifier
+from pipeline_mnist_ddim.tools.commands.evaluate import EvaluationSettings
 from pipeline_mnist_ddim.tools.evaluation.jobs import (
-    EvaluationSettings,
     Job,
     batches,
     cached,
