@@ -217,7 +217,7 @@ def run_interpolation(
         figures["slerp_latents.png"] = _grid_writer(torch.cat(strips), settings.num_frames)
     if "prompts" in settings.sections and pipe.text_encoder is not None:
         pairs = [pair.split(",") for pair in settings.prompt_pairs]
-        latent = seeded_latent(pipe, settings.seed + 10_000)
+        latent = seeded_latent(pipe, settings.seed + settings.PROMPT_STRIP_SEED_OFFSET)
         frames, steps = settings.num_frames, settings.num_inference_steps
         strips = [
             interpolate_prompts(pipe, a.strip(), b.strip(), latent, frames, steps)
@@ -264,7 +264,12 @@ def _run_consistency(pipe, settings: InterpolationSettings, classifier):
     from pipeline_mnist_ddim.tools.classifier import load_default_classifier
 
     classifier = (classifier or load_default_classifier()).to(pipe._execution_device)
-    latents = torch.cat([seeded_latent(pipe, settings.seed + 20_000 + i) for i in range(settings.consistency_samples)])
+    latents = torch.cat(
+        [
+            seeded_latent(pipe, settings.seed + settings.CONSISTENCY_SEED_OFFSET + i)
+            for i in range(settings.consistency_samples)
+        ]
+    )
     result = consistency(pipe, classifier, latents, settings.consistency_steps, settings.consistency_prompt)
     images = result.pop("images").flatten(0, 1)
     logger.info("same digit at every S for %.0f%% of latents", 100 * result["share_same_label"])

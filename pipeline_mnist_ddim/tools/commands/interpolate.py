@@ -52,8 +52,10 @@ class InterpolationSettings:
     consistency_prompt: Optional[str] = option(None, "prompt for the consistency grid (None: unconditional)")
     seed: int = option(0, "seed of the latents")
 
-    # The figures' latents are seeded from seed to seed + LAST_SEED_OFFSET (interpolation.py).
-    LAST_SEED_OFFSET = 20_000 + MAX_CONSISTENCY_SAMPLES
+    # The figures' latents are seeded from seed (the latent pairs) to seed + LAST_SEED_OFFSET (interpolation.py).
+    PROMPT_STRIP_SEED_OFFSET = 10_000  # the prompt strips' one latent
+    CONSISTENCY_SEED_OFFSET = 20_000  # the consistency grid's latents, one per column
+    LAST_SEED_OFFSET = CONSISTENCY_SEED_OFFSET + MAX_CONSISTENCY_SAMPLES
 
     def validate(self) -> None:
         """Everything that needs no model, checked before loading one: a ValueError naming the flag."""
