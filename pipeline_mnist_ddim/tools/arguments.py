@@ -54,9 +54,8 @@ def real_number(value, name: str, low: float, high: float = math.inf, meaning: s
     """``value`` as a finite float from ``low`` to ``high`` (no upper bound by default); ``meaning`` follows the
     range in the message, e.g. `` (<= 1: no guidance)``."""
     if not _is_number(value) or not math.isfinite(value) or not low <= value <= high:
-        accepted = f"from {low:g} to {high:g}" if math.isfinite(high) else f"finite number >= {low:g}"
-        article = "a number " + accepted if math.isfinite(high) else "a " + accepted
-        raise ValueError(f"{name} must be {article}{meaning}, not {value}")
+        accepted = f"a number from {low:g} to {high:g}" if math.isfinite(high) else f"a finite number >= {low:g}"
+        raise ValueError(f"{name} must be {accepted}{meaning}, not {value}")
     return float(value)
 
 
