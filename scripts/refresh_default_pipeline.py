@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Tuple
 
 from pipeline_mnist_ddim import DEFAULT_PIPELINE_DIR
+from pipeline_mnist_ddim.tools.arguments import option
 from pipeline_mnist_ddim.tools.cli import parse_settings
-from pipeline_mnist_ddim.tools.settings import option
 
 
 if TYPE_CHECKING:  # imported after parsing, so that --help answers at once

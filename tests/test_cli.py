@@ -16,7 +16,7 @@ from conftest import REPO_ROOT
 
 from pipeline_mnist_ddim.conversion.errors import describe, headline
 from pipeline_mnist_ddim.tools.cli import parse_settings
-from pipeline_mnist_ddim.tools.settings import SampleSettings
+from pipeline_mnist_ddim.tools.commands.sample import SampleSettings
 
 
 # wrapper script (relative to the repository) -> command module in pipeline_mnist_ddim.tools.commands
@@ -173,15 +173,15 @@ def test_a_quoted_library_error_keeps_its_first_line_without_the_period():
 
 def test_quick_evaluation_presets_are_overridden_by_given_flags():
     from pipeline_mnist_ddim.tools.commands import evaluate
-    from pipeline_mnist_ddim.tools.settings import EvalSettings
+    from pipeline_mnist_ddim.tools.commands.evaluate import EvaluationSettings
 
-    settings, _ = evaluate.parse_args(["--quick", "--num_samples", "5"])
-    assert settings.num_samples == 5 and settings.steps == EvalSettings.quick().steps
+    settings, _ = evaluate.parse_args(["--quick", "--samples_per_cell", "5"])
+    assert settings.samples_per_cell == 5 and settings.steps == EvaluationSettings.quick().steps
 
 
 def test_ddpm_steps_default_is_the_lessons_training_steps():
     from pipeline_mnist_ddim.lesson import NUM_TRAIN_TIMESTEPS
-    from pipeline_mnist_ddim.tools.settings import DDPM_STEPS
+    from pipeline_mnist_ddim.tools.commands.evaluate import DDPM_STEPS
 
     assert DDPM_STEPS == NUM_TRAIN_TIMESTEPS
 

@@ -26,35 +26,31 @@ from pipeline_mnist_ddim.tools.commands import (
     train,
     train_classifier,
 )
-from pipeline_mnist_ddim.tools.settings import (
-    BenchmarkOptions,
-    ClassifierTrainingOptions,
-    ConvertSettings,
-    DemoOptions,
-    EvalSettings,
-    EvaluateOptions,
-    InterpolateOptions,
-    InterpolationSettings,
-    SampleSettings,
-    TrainConfig,
-)
+from pipeline_mnist_ddim.tools.commands.benchmark import BenchmarkSettings
+from pipeline_mnist_ddim.tools.commands.convert import ConvertSettings
+from pipeline_mnist_ddim.tools.commands.demo import DemoSettings
+from pipeline_mnist_ddim.tools.commands.evaluate import EvaluateCommandSettings, EvaluationSettings
+from pipeline_mnist_ddim.tools.commands.interpolate import InterpolateCommandSettings, InterpolationSettings
+from pipeline_mnist_ddim.tools.commands.sample import SampleSettings
+from pipeline_mnist_ddim.tools.commands.train import TrainSettings
+from pipeline_mnist_ddim.tools.commands.train_classifier import ClassifierTrainingSettings
 
 
 # tool -> (its module, the dataclasses and preset defaults its parse_args hands to parse_settings)
 TOOLS = {
     "sample": (sample, [SampleSettings], None),
     "convert": (convert, [ConvertSettings], None),
-    "train": (train, [TrainConfig], None),
-    "evaluate": (evaluate, [EvalSettings, EvaluateOptions], None),
+    "train": (train, [TrainSettings], None),
+    "evaluate": (evaluate, [EvaluationSettings, EvaluateCommandSettings], None),
     "evaluate --quick": (
         evaluate,
-        [EvalSettings, EvaluateOptions],
-        dataclasses.asdict(EvalSettings.quick()),
+        [EvaluationSettings, EvaluateCommandSettings],
+        dataclasses.asdict(EvaluationSettings.quick()),
     ),
-    "interpolate": (interpolate, [InterpolationSettings, InterpolateOptions], None),
-    "demo": (demo, [DemoOptions], None),
-    "benchmark": (benchmark, [BenchmarkOptions], None),
-    "train_classifier": (train_classifier, [ClassifierTrainingOptions], None),
+    "interpolate": (interpolate, [InterpolationSettings, InterpolateCommandSettings], None),
+    "demo": (demo, [DemoSettings], None),
+    "benchmark": (benchmark, [BenchmarkSettings], None),
+    "train_classifier": (train_classifier, [ClassifierTrainingSettings], None),
 }
 REQUIRED = {"convert": ["--checkpoint", "c.pt", "--output_dir", "out"]}  # the tools' required flags, given
 SAMPLE_VALUES = {int: ["3", "-2"], float: ["0.25", "1e-3"], str: ["a b", "7"]}
@@ -158,7 +154,7 @@ def test_every_command_line_parses_as_hf_argument_parser_parses_it(tool):
 
 
 def test_help_lists_every_flag_with_its_default():
-    help_text = cli.build_parser([TrainConfig]).format_help()
+    help_text = cli.build_parser([TrainSettings]).format_help()
     assert "--sdpa [SDPA]" in help_text and "--no_sdpa" in help_text and "(default: True)" in help_text
     assert "--mixed_precision {no,bf16}" in help_text and "(default: no)" in help_text
 

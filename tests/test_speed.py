@@ -12,8 +12,8 @@ from pipeline_mnist_ddim.conversion.folders import save_pipeline_folder
 from pipeline_mnist_ddim.tools import sample as sample_grids
 from pipeline_mnist_ddim.tools.benchmarks import suites as benchmarking
 from pipeline_mnist_ddim.tools.commands import benchmark as benchmark_command
+from pipeline_mnist_ddim.tools.commands.sample import SampleSettings
 from pipeline_mnist_ddim.tools.devices import resolve_dtype
-from pipeline_mnist_ddim.tools.settings import SampleSettings
 
 
 CPU = torch.device("cpu")
@@ -117,7 +117,7 @@ def test_compiled_training_step_matches_eager_and_keeps_the_lesson_keys(tmp_path
     import numpy as np
     from torch._dynamo.utils import counters
 
-    from pipeline_mnist_ddim.tools.training import TrainConfig, train
+    from pipeline_mnist_ddim.tools.training import TrainSettings, train
 
     rng = np.random.default_rng(0)
     dataset = tmp_path / "digits.npz"
@@ -125,7 +125,7 @@ def test_compiled_training_step_matches_eager_and_keeps_the_lesson_keys(tmp_path
     weights = {}
     counters.clear()
     for compiled in (False, True):
-        config = TrainConfig(
+        config = TrainSettings(
             output_dir=str(tmp_path / f"compiled-{compiled}"),
             dataset=str(dataset),
             base_channels=32,

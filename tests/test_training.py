@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline_mnist_ddim.conversion.checkpoint import CheckpointError, read_checkpoint, unet_from_lesson_state_dict
-from pipeline_mnist_ddim.tools.training import TrainConfig, make_ema, train
+from pipeline_mnist_ddim.tools.training import TrainSettings, make_ema, train
 
 
 def write_tiny_dataset(folder) -> str:
@@ -35,7 +35,7 @@ def tiny_config(tmp_path, dataset, **overrides):
         ema_decay=0.99,
         keep_last=2,
     )
-    return TrainConfig(**{**config, **overrides})
+    return TrainSettings(**{**config, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,9 @@ from transformers import PreTrainedTokenizerFast
 
 from pipeline_mnist_ddim.compact_text_encoder import CompactTextEncoder
 from pipeline_mnist_ddim.conversion.text_encoders import encode_prompts
-from pipeline_mnist_ddim.lesson import TEXT_LABELS
+from pipeline_mnist_ddim.lesson.constants import LESSON_PROMPTS
 
 
-LESSON_PROMPTS = tuple(word for pair in TEXT_LABELS for word in pair)  # zero, 0, one, 1, ...
 UNKNOWN, PADDING = "[UNK]", "[PAD]"
 
 

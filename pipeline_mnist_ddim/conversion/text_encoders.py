@@ -20,15 +20,14 @@ from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from pipeline_mnist_ddim.conversion.errors import headline
 from pipeline_mnist_ddim.conversion.files import is_hub_id
-from pipeline_mnist_ddim.lesson import TEXT_LABELS
+from pipeline_mnist_ddim.lesson.constants import LESSON_PROMPTS, LESSON_TEXT_ENCODER
 
 
-LESSON_TEXT_ENCODER = "openai/clip-vit-large-patch14"
 CLIP_MODEL_TYPES = ("clip_text_model", "clip")  # a text model alone, or a whole CLIP model
 
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
-VOCABULARY = tuple(word for pair in TEXT_LABELS for word in pair)  # zero, 0, one, 1, ...
+VOCABULARY = LESSON_PROMPTS  # the small encoder knows the lesson's twenty prompts
 
 
 def build_tokenizer(max_length: int = 8) -> PreTrainedTokenizerFast:

@@ -2,7 +2,7 @@
 
 import torch
 
-from pipeline_mnist_ddim.tools.settings import DTYPE_NAMES
+from pipeline_mnist_ddim.tools.arguments import DTYPE_NAMES
 
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}

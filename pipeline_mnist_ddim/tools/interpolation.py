@@ -19,9 +19,9 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from pipeline_mnist_ddim.conversion.files import atomic_path
+from pipeline_mnist_ddim.tools.commands.interpolate import InterpolationSettings
 from pipeline_mnist_ddim.tools.image_grid import save_grid
 from pipeline_mnist_ddim.tools.metrics import predict_labels
-from pipeline_mnist_ddim.tools.settings import InterpolationSettings
 
 
 logger = logging.getLogger(__name__)
@@ -168,17 +168,14 @@ def save_labelled_rows(images: torch.Tensor, path: str, row_labels: Sequence[str
 def check_against_pipeline(pipe, settings: InterpolationSettings) -> None:
     """What needs the loaded pipeline, checked before any figure is drawn: step counts its scheduler allows,
     prompts its text encoder knows."""
-    from pipeline_mnist_ddim.tools.sample import check_timesteps
+    from pipeline_mnist_ddim.tools.sample import check_known_words, check_timesteps
 
-    max_steps = pipe.scheduler.config.num_train_timesteps
     step_counts = []
     if "latents" in settings.sections or "prompts" in settings.sections:
         step_counts.append(("--num_inference_steps", settings.num_inference_steps))
     if "consistency" in settings.sections:
         step_counts += [("--consistency_steps", s) for s in settings.consistency_steps]
     for flag, steps in step_counts:
-        if steps > max_steps:
-            raise ValueError(f"{flag} must be at most {max_steps} for this model, not {steps}")
         check_timesteps(pipe.scheduler, steps, flag)
     prompts = []
     if "latents" in settings.sections and settings.latent_prompt is not None:
@@ -190,13 +187,8 @@ def check_against_pipeline(pipe, settings: InterpolationSettings) -> None:
     if prompts and pipe.text_encoder is None:
         raise ValueError(f"this pipeline has no text encoder, so {prompts[0][0]} cannot be used: leave it out")
     known = pipe.accepted_words() if pipe.text_encoder is not None else None
-    if known is not None:
-        for flag, prompt in prompts:
-            unknown = sorted({word.lower() for word in prompt.split()} - set(known))
-            if unknown:
-                raise ValueError(
-                    f"{flag} has words this model never saw: {', '.join(unknown)}; it knows {', '.join(known)}"
-                )
+    for flag, prompt in prompts:
+        check_known_words(known, flag, prompt)
 
 
 def run_interpolation(
@@ -225,7 +217,7 @@ def run_interpolation(
         figures["slerp_latents.png"] = _grid_writer(torch.cat(strips), settings.num_frames)
     if "prompts" in settings.sections and pipe.text_encoder is not None:
         pairs = [pair.split(",") for pair in settings.prompt_pairs]
-        latent = seeded_latent(pipe, settings.seed + 10_000)
+        latent = seeded_latent(pipe, settings.seed + settings.PROMPT_STRIP_SEED_OFFSET)
         frames, steps = settings.num_frames, settings.num_inference_steps
         strips = [
             interpolate_prompts(pipe, a.strip(), b.strip(), latent, frames, steps)
@@ -272,7 +264,12 @@ def _run_consistency(pipe, settings: InterpolationSettings, classifier):
     from pipeline_mnist_ddim.tools.classifier import load_default_classifier
 
     classifier = (classifier or load_default_classifier()).to(pipe._execution_device)
-    latents = torch.cat([seeded_latent(pipe, settings.seed + 20_000 + i) for i in range(settings.consistency_samples)])
+    latents = torch.cat(
+        [
+            seeded_latent(pipe, settings.seed + settings.CONSISTENCY_SEED_OFFSET + i)
+            for i in range(settings.consistency_samples)
+        ]
+    )
     result = consistency(pipe, classifier, latents, settings.consistency_steps, settings.consistency_prompt)
     images = result.pop("images").flatten(0, 1)
     logger.info("same digit at every S for %.0f%% of latents", 100 * result["share_same_label"])

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from dataclasses import asdict
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -18,9 +18,9 @@ from diffusers.utils.torch_utils import randn_tensor
 from pipeline_mnist_ddim.conversion.files import atomic_path, check_writable_location
 from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder
 from pipeline_mnist_ddim.lesson import labels_to_prompts
+from pipeline_mnist_ddim.tools.commands.sample import SampleSettings
 from pipeline_mnist_ddim.tools.devices import DTYPES, pick_device, resolve_dtype
 from pipeline_mnist_ddim.tools.image_grid import save_grid
-from pipeline_mnist_ddim.tools.settings import SampleSettings
 
 
 logger = logging.getLogger(__name__)
@@ -60,8 +60,11 @@ def check_scheduler_config(scheduler) -> None:
 
 
 def check_timesteps(scheduler, num_inference_steps: int, flag: str = "--num_inference_steps") -> None:
-    """The scheduler's timesteps for this step count must lie inside its schedule (a steps_offset of 1 with
+    """At most the scheduler's training steps, and timesteps inside its schedule (a steps_offset of 1 with
     "leading" spacing reaches past it at S = num_train_timesteps): an IndexError mid-run otherwise."""
+    max_steps = scheduler.config.num_train_timesteps
+    if num_inference_steps > max_steps:
+        raise ValueError(f"{flag} must be at most {max_steps} for this model, not {num_inference_steps}")
     scheduler = type(scheduler).from_config(scheduler.config)  # a copy: the pipeline's own is set when it runs
     scheduler.set_timesteps(num_inference_steps)
     timesteps = scheduler.timesteps
@@ -76,21 +79,22 @@ def check_timesteps(scheduler, num_inference_steps: int, flag: str = "--num_infe
 def check_against_pipeline(settings: SampleSettings, pipe) -> None:
     """What needs the loaded pipeline: a usable scheduler, the step count it allows, the words the tokenizer knows."""
     check_scheduler_config(pipe.scheduler)
-    max_steps = pipe.scheduler.config.num_train_timesteps
-    if settings.num_inference_steps > max_steps:
-        steps = settings.num_inference_steps
-        raise ValueError(f"--num_inference_steps must be at most {max_steps} for this model, not {steps}")
     check_timesteps(pipe.scheduler, settings.num_inference_steps)
     if settings.prompts is None:
         return
     if pipe.text_encoder is None:
         raise ValueError("this pipeline has no text encoder, so it cannot sample from --prompts: leave it out")
-    known = pipe.accepted_words()
-    if known is not None:  # a small word-level vocabulary: every word must be in it
-        unknown = sorted({word.lower() for word in settings.prompts.split()} - set(known))
-        if unknown:
-            unknown, known = ", ".join(unknown), ", ".join(known)
-            raise ValueError(f"--prompts has words this model never saw: {unknown}; it knows {known}")
+    check_known_words(pipe.accepted_words(), "--prompts", settings.prompts)
+
+
+def check_known_words(known: Optional[Sequence[str]], flag: str, text: str) -> None:
+    """With a small word-level vocabulary (``pipe.accepted_words()``; None: CLIP's, any word), every word of
+    ``text`` must be in it."""
+    if known is None:
+        return
+    unknown = sorted({word.lower() for word in text.split()} - set(known))
+    if unknown:
+        raise ValueError(f"{flag} has words this model never saw: {', '.join(unknown)}; it knows {', '.join(known)}")
 
 
 def load_pipeline(settings: SampleSettings, dtype_name: Optional[str] = None):

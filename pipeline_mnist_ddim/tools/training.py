@@ -30,11 +30,11 @@ from pipeline_mnist_ddim.conversion.text_encoders import (
     encode_prompts,
     load_text_encoder,
 )
-from pipeline_mnist_ddim.lesson import TEXT_LABELS
+from pipeline_mnist_ddim.lesson.constants import LESSON_PROMPTS
 from pipeline_mnist_ddim.lesson.reference import LessonDiffusion, LessonUNet, ddim_sample
+from pipeline_mnist_ddim.tools.commands.train import TrainSettings
 from pipeline_mnist_ddim.tools.data import load_mnist
 from pipeline_mnist_ddim.tools.image_grid import save_grid
-from pipeline_mnist_ddim.tools.settings import TrainConfig  # noqa: F401  (its home is the torch-free settings module)
 
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def _latest_checkpoint(folder: str) -> Optional[str]:
     return max(steps)[1] if steps else None
 
 
-def _load_text_encoder(config: TrainConfig, folder: str):
+def _load_text_encoder(config: TrainSettings, folder: str):
     if config.text_encoder == "default":
         text_encoder, tokenizer = build_text_encoder()
     else:
@@ -87,7 +87,7 @@ def make_ema(parameters, decay: float, step: int = 0):
     return ema
 
 
-def train(config: TrainConfig) -> str:
+def train(config: TrainSettings) -> str:
     """Runs (or resumes) training; returns the path of the last checkpoint."""
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.device == "cpu")
     os.makedirs(config.output_dir, exist_ok=True)
@@ -97,7 +97,7 @@ def train(config: TrainConfig) -> str:
     text_encoder, tokenizer = _load_text_encoder(config, os.path.join(config.output_dir, "text_encoder"))
     # The encoder is frozen and sees only twenty prompts: encode each once; index per sample.
     # Row 2 * label + choice is TEXT_LABELS[label][choice], exactly what encoding per batch gives.
-    prompt_table = encode_prompts(text_encoder, tokenizer, [w for pair in TEXT_LABELS for w in pair]).to(device)
+    prompt_table = encode_prompts(text_encoder, tokenizer, list(LESSON_PROMPTS)).to(device)
     context_dim = prompt_table.shape[-1]
 
     images, labels = load_mnist(config.dataset, "train", config.channels)

@@ -277,8 +277,6 @@ def markdown_table(rows: List[dict], what: str) -> str:
 def cpu_engines_suite(args) -> dict:
     check_engines_installed()
     quiet()
-    if min(args.num_threads or 1, args.thread_layout_steps) < 1:
-        raise ValueError("--num_threads and --thread_layout_steps must be positive")
     threads = args.num_threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     rounds = args.repeats

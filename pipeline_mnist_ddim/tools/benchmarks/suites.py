@@ -23,8 +23,8 @@ from pipeline_mnist_ddim.conversion.files import atomic_path
 from pipeline_mnist_ddim.lesson.reference import LessonUNet, ddim_sample
 from pipeline_mnist_ddim.lesson.schedulers import lesson_ddim_scheduler
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
+from pipeline_mnist_ddim.tools.commands.benchmark import BenchmarkSettings
 from pipeline_mnist_ddim.tools.devices import DTYPES, pick_device
-from pipeline_mnist_ddim.tools.settings import BenchmarkOptions
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:
@@ -185,10 +185,10 @@ def markdown_table(rows: List[dict], baseline: Optional[float]) -> str:
     return "\n".join(lines)
 
 
-def gpu_suite(args: BenchmarkOptions, device: torch.device) -> dict:
+def gpu_suite(args: BenchmarkSettings, device: torch.device) -> dict:
     """Every variant in one process on the same weights, latents and contexts; writes JSON after each row."""
     if args.tiny:  # a toy size that runs on any CPU in seconds: proves the suite end to end
-        args.base_channels, args.context_dim, args.batch_size, args.num_inference_steps = 32, 32, 2, 2
+        args.base_channels, args.cross_attention_dim, args.batch_size, args.num_inference_steps = 32, 32, 2, 2
         args.context_tokens, args.repeats = 4, 1
     batch = args.batch_size or 64
     dtypes = args.dtypes or (["float32", "float16", "bfloat16"] if device.type == "cuda" else ["float32", "bfloat16"])
@@ -200,19 +200,19 @@ def gpu_suite(args: BenchmarkOptions, device: torch.device) -> dict:
     )
 
     torch.manual_seed(args.seed)
-    reference = LessonUNet(args.base_channels, context_dim=args.context_dim).eval()
+    reference = LessonUNet(args.base_channels, context_dim=args.cross_attention_dim).eval()
     unet = unet_from_lesson_state_dict(strip_prefixes(reference.state_dict())).eval()
     reference.to(device)
     unet.to(device)
     scheduler_config = lesson_ddim_scheduler().config
     generator = torch.Generator().manual_seed(args.seed)
     x_t = torch.randn(batch, 1, 32, 32, generator=generator).to(device)
-    context = torch.randn(batch, args.context_tokens, args.context_dim, generator=generator).to(device)
+    context = torch.randn(batch, args.context_tokens, args.cross_attention_dim, generator=generator).to(device)
     result = {
         "machine": machine(device),
         "settings": {
             "base_channels": args.base_channels,
-            "context_dim": args.context_dim,
+            "cross_attention_dim": args.cross_attention_dim,
             "batch_size": batch,
             "context_tokens": args.context_tokens,
             "num_inference_steps": args.num_inference_steps,
@@ -271,12 +271,10 @@ def write_json(result: dict, path: str) -> None:
         json.dump(result, f, indent=2)
 
 
-def benchmark(args: BenchmarkOptions) -> None:
+def benchmark(args: BenchmarkSettings) -> None:
     diffusers_logging.set_verbosity_error()  # .to(dtype) on a UNet logs a harmless note each time
     device = pick_device(args.device)
     args.repeats = args.repeats or {"gpu": 3, "cpu_engines": 5}.get(args.suite, 1)
-    if min(args.batch_size or 1, args.num_inference_steps, args.repeats) < 1:
-        raise ValueError("--batch_size, --num_inference_steps and --repeats must be positive")
     if args.suite == "gpu":
         gpu_suite(args, device)
         return
@@ -290,18 +288,18 @@ def benchmark(args: BenchmarkOptions) -> None:
     batch = args.batch_size or (64 if device.type == "cuda" else 8)
 
     torch.manual_seed(args.seed)
-    reference = LessonUNet(args.base_channels, context_dim=args.context_dim).eval()
+    reference = LessonUNet(args.base_channels, context_dim=args.cross_attention_dim).eval()
     unet = unet_from_lesson_state_dict(strip_prefixes(reference.state_dict()))
     pipe = MNISTDDIMPipeline(unet=unet, scheduler=lesson_ddim_scheduler())
     pipe.set_progress_bar_config(disable=True)
     reference.to(device)
     pipe.to(device)
     x_t = torch.randn(batch, 1, 32, 32, device=device)
-    zeros = torch.zeros(batch, args.context_dim, device=device)  # the lesson's unconditional context
+    zeros = torch.zeros(batch, args.cross_attention_dim, device=device)  # the lesson's unconditional context
     steps = args.num_inference_steps
 
     print(
-        f"device: {describe(device)}; base {args.base_channels}, context {args.context_dim}, "
+        f"device: {describe(device)}; base {args.base_channels}, context {args.cross_attention_dim}, "
         f"batch {batch}, {steps} DDIM steps"
     )
     low = torch.bfloat16 if device.type == "cpu" else torch.float16

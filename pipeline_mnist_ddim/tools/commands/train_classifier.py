@@ -11,20 +11,33 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
+from typing import Optional
 
 from pipeline_mnist_ddim import ASSETS_DIR
 from pipeline_mnist_ddim.conversion.files import check_writable_location
+from pipeline_mnist_ddim.tools.arguments import option
 from pipeline_mnist_ddim.tools.cli import USER_ERRORS, parse_settings, quiet_on_ctrl_c, report
-from pipeline_mnist_ddim.tools.settings import ClassifierTrainingOptions
 
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "digit_classifier.safetensors"
 
 
+@dataclass
+class ClassifierTrainingSettings:
+    """How ``mnist-ddim-train-classifier`` trains and where its weights go."""
+
+    output_dir: Optional[str] = option(None, "folder of digit_classifier.safetensors (None: the package's assets/)")
+    epochs: int = option(12, "passes over the 4,500 training digits")
+    seed: int = option(0, "seed of the weights and data order")
+    num_threads: Optional[int] = option(None, "torch CPU threads (None: torch's default)")
+    min_accuracy: float = option(0.98, "refuse to write weights scoring below this on the held-out digits")
+
+
 def parse_args(argv=None):
     """The options and the weights file to write."""
-    (options,) = parse_settings([ClassifierTrainingOptions], argv, description=__doc__)
+    (options,) = parse_settings([ClassifierTrainingSettings], argv, description=__doc__)
     return options, os.path.join(options.output_dir or ASSETS_DIR, WEIGHTS_NAME)
 
 
@@ -39,7 +52,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def train_and_write(args: ClassifierTrainingOptions, output_file: str) -> None:
+def train_and_write(args: ClassifierTrainingSettings, output_file: str) -> None:
     check_writable_location(os.path.dirname(os.path.abspath(output_file)), "--output_dir")  # before training
     import torch
 

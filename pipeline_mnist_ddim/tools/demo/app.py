@@ -5,10 +5,10 @@ from typing import Optional
 
 from PIL import Image
 
+from pipeline_mnist_ddim.tools.arguments import MAX_STEPS
 from pipeline_mnist_ddim.tools.demo.limits import (
+    GUIDANCE_SLIDER_MAX,
     INVERSION_STEPS,
-    MAX_GUIDANCE,
-    MAX_STEPS,
     QUEUE_ID,
     SCHEDULERS,
     DemoLimits,
@@ -172,7 +172,7 @@ def build_demo(pipe, source: Optional[str] = None, limits: DemoLimits = DemoLimi
                     )
                     steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="Steps S", elem_id="steps")
                     eta = gr.Slider(0, 1, value=0, step=0.05, label="eta (DDIM: 0 deterministic, 1 DDPM-like)")
-                    guidance = gr.Slider(1, MAX_GUIDANCE, value=1, step=0.5, label="Guidance scale (1: none)")
+                    guidance = gr.Slider(1, GUIDANCE_SLIDER_MAX, value=1, step=0.5, label="Guidance scale (1: none)")
                     negative = gr.Textbox(
                         label="Negative prompt", info="with guidance above 1: a digit to steer away from"
                     )

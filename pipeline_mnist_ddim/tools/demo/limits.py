@@ -1,21 +1,18 @@
 """The web demo's inputs and limits: what a request may ask, checked before any work (`DemoInputError`)."""
 
 import collections
+import contextlib
 import math
 import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
-
-import numpy as np
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 
 # Display size of the 32x32 digits (nearest neighbour: the pixels stay visible).
 DISPLAY_SIZE = 128
-MAX_STEPS = 1000
-MAX_SEED = 2**63 - 1
-MAX_GUIDANCE = 10.0
+GUIDANCE_SLIDER_MAX = 10.0  # the page's slider; from Python any scale >= 0 is accepted (tools.arguments)
 QUEUE_ID = "pipeline"
 
 # Label shown in the page -> diffusers scheduler class, each made with `from_config(pipe.scheduler.config)`
@@ -147,33 +144,16 @@ def parse_single_prompt(text: Optional[str], accepted_words: Optional[Sequence[s
     return prompts[0] if prompts else None
 
 
-def whole_number(value, name: str, low: int, high: int) -> int:
-    """``value`` as an int in [low, high] (Gradio gives floats, or None for a cleared box)."""
+@contextlib.contextmanager
+def demo_input() -> Iterator[None]:
+    """Turns a refusal of the shared argument checks (``tools.arguments``, a ValueError naming the input) into a
+    `DemoInputError`, the message the page shows."""
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not np.isfinite(number) or number != int(number) or not low <= number <= high:
-        raise DemoInputError(f"{name} must be a whole number from {low} to {high}, not {value}")
-    return int(number)
-
-
-def real_number(value, name: str, low: float, high: float, meaning: str = "") -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not np.isfinite(number) or not low <= number <= high:
-        raise DemoInputError(f"{name} must be a number from {low:g} to {high:g}{meaning}, not {value}")
-    return number
-
-
-def check_seed(seed, name: str = "seed") -> int:
-    return whole_number(seed, name, 0, MAX_SEED)
-
-
-def check_steps(steps, name: str = "steps") -> int:
-    return whole_number(steps, name, 1, MAX_STEPS)
+        yield
+    except DemoInputError:
+        raise
+    except ValueError as err:
+        raise DemoInputError(str(err)) from None
 
 
 def check_cost(limits: DemoLimits, images: int, steps: int, factor: int = 1, what: str = "") -> None:

@@ -9,24 +9,27 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline_mnist_ddim.tools.arguments import (
+    check_eta,
+    check_guidance_scale,
+    check_seed,
+    check_steps,
+    whole_number,
+)
 from pipeline_mnist_ddim.tools.demo.limits import (
     DISPLAY_SIZE,
     EVALUATIONS_PER_STEP,
     INVERSION_STEPS,
     MAX_DIGIT_SIDE,
-    MAX_GUIDANCE,
     SCHEDULERS,
     ClientLimiter,
     Deadline,
     DemoInputError,
     DemoLimits,
     check_cost,
-    check_seed,
-    check_steps,
+    demo_input,
     parse_prompts,
     parse_single_prompt,
-    real_number,
-    whole_number,
 )
 from pipeline_mnist_ddim.tools.interpolation import interpolate_latents, interpolate_prompts, seeded_latent
 
@@ -225,10 +228,12 @@ class MNISTDemo:
     ) -> SampleRequest:
         """Checks the Sample tab's inputs; raises `DemoInputError` with what to change."""
         prompts = self.prompts(prompt_text)
-        images_per_prompt = whole_number(images_per_prompt, "images per prompt", 1, self.limits.max_images)
-        steps = check_steps(num_inference_steps)
-        eta = real_number(eta, "eta", 0, 1, " (0: deterministic DDIM, 1: DDPM-like)")
-        guidance_scale = real_number(guidance_scale, "guidance scale", 1, MAX_GUIDANCE, " (1: no guidance)")
+        with demo_input():
+            images_per_prompt = whole_number(images_per_prompt, "images per prompt", 1, self.limits.max_images)
+            steps = check_steps(num_inference_steps, "steps")
+            eta = check_eta(eta, "eta")
+            guidance_scale = check_guidance_scale(guidance_scale, "guidance scale")
+            seed = check_seed(seed, "seed")
         negative = parse_single_prompt(negative_prompt_text, self.accepted_words, "the negative prompt")
         if negative is not None and (guidance_scale <= 1 or not prompts):
             raise DemoInputError("a negative prompt acts through guidance: give a prompt and a guidance scale above 1")
@@ -236,9 +241,7 @@ class MNISTDemo:
             raise DemoInputError("guidance needs a prompt: type a digit, or set the guidance scale to 1")
         if scheduler not in SCHEDULERS:
             raise DemoInputError(f"unknown scheduler {scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
-        request = SampleRequest(
-            prompts, images_per_prompt, steps, eta, guidance_scale, negative, check_seed(seed), scheduler
-        )
+        request = SampleRequest(prompts, images_per_prompt, steps, eta, guidance_scale, negative, seed, scheduler)
         if request.num_images > self.limits.max_images:
             raise DemoInputError(
                 f"{request.num_images} images is over this demo's limit of {self.limits.max_images} per request: "
@@ -289,7 +292,8 @@ class MNISTDemo:
     def inversion_request(self, image, prompt_text, steps: Sequence) -> Tuple[torch.Tensor, Optional[str], List[int]]:
         if not steps:
             raise DemoInputError(f"choose at least one number of steps S ({', '.join(map(str, INVERSION_STEPS))})")
-        steps = sorted({check_steps(s, "S") for s in steps})
+        with demo_input():
+            steps = sorted({check_steps(s, "S") for s in steps})
         prompt = parse_single_prompt(prompt_text, self.accepted_words, "the prompt")
         if prompt is not None and self.pipe.text_encoder is None:
             raise DemoInputError("this pipeline has no text encoder: leave the prompt empty")
@@ -350,10 +354,11 @@ class MNISTDemo:
     ):
         if mode not in ("seeds", "prompts"):
             raise DemoInputError(f"interpolate between 'seeds' or 'prompts', not {mode!r}")
-        num_frames = whole_number(num_frames, "frames", 2, self.limits.max_frames)
-        steps = check_steps(num_inference_steps)
-        seed_a = check_seed(seed_a, "seed A")
-        seed_b = check_seed(seed_b, "seed B") if mode == "seeds" else None
+        with demo_input():
+            num_frames = whole_number(num_frames, "frames", 2, self.limits.max_frames)
+            steps = check_steps(num_inference_steps, "steps")
+            seed_a = check_seed(seed_a, "seed A")
+            seed_b = check_seed(seed_b, "seed B") if mode == "seeds" else None
         prompt_a = parse_single_prompt(prompt_a_text, self.accepted_words, "prompt A")
         prompt_b = parse_single_prompt(prompt_b_text, self.accepted_words, "prompt B")
         if (prompt_a or prompt_b) and self.pipe.text_encoder is None:

@@ -1,4 +1,4 @@
-"""What the evaluation runs and how: settings, one seeded job per image, the split across processes, the cache.
+"""What the evaluation runs and how: one seeded job per image, the split across processes, the cache.
 
 Every image has its own seed (one ``torch.Generator`` each), and a cell with fewer samples uses
 the first samples of the larger cells, so numbers do not depend on batching or on how many
@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from pipeline_mnist_ddim.conversion.files import atomic_path
 from pipeline_mnist_ddim.lesson import TEXT_LABELS
-from pipeline_mnist_ddim.tools.settings import DDPM_STEPS, SECTIONS, EvalSettings  # noqa: F401  (torch-free, for the command line)
+from pipeline_mnist_ddim.tools.commands.evaluate import EvaluationSettings
 
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def generate(
 
 
 def cached(
-    settings: EvalSettings, state: PartialState, key: str, make: Callable[[], Optional[torch.Tensor]]
+    settings: EvaluationSettings, state: PartialState, key: str, make: Callable[[], Optional[torch.Tensor]]
 ) -> Tuple[Optional[torch.Tensor], Optional[float]]:
     """``make()``'s images and the seconds they took, stored under ``settings.cache_dir`` and reused from there.
 

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from pipeline_mnist_ddim.tools.evaluation.jobs import EvalSettings
+from pipeline_mnist_ddim.tools.commands.evaluate import EvaluationSettings
 from pipeline_mnist_ddim.tools.image_grid import save_grid
 
 
@@ -25,7 +25,7 @@ def _cell_text(cell: Optional[Dict[str, Any]]) -> str:
     return f"{cell['frechet']:.2f}{accuracy}"
 
 
-def table_markdown(table: Dict[str, Any], settings: EvalSettings) -> str:
+def table_markdown(table: Dict[str, Any], settings: EvaluationSettings) -> str:
     """Table 1 layout: Frechet distance (accuracy) per eta row and S column, with N and the floor."""
     columns = [str(s) for s in settings.steps] + ([str(settings.ddpm_steps)] if "ddpm" in table["rows"] else [])
     header = "| row | " + " | ".join(f"S = {c}" for c in columns) + " |"
@@ -65,7 +65,7 @@ def inversion_markdown(inversion: Dict[str, Any]) -> str:
 
 def results_markdown(results: Dict[str, Any]) -> str:
     """The whole report as Markdown (what the CLI prints and writes as ``evaluation.md``)."""
-    settings = EvalSettings(**results["settings"])
+    settings = EvaluationSettings(**results["settings"])
     held_out = results.get("num_held_out", 500)
     parts = [
         f"# DDIM evaluation of `{results['pipeline']}`",
@@ -97,7 +97,7 @@ def results_markdown(results: Dict[str, Any]) -> str:
         g = results["guidance"]
         parts += [
             "",
-            f"## Classifier-free guidance (S = {g['steps']}, eta = 0, N = {settings.num_samples})",
+            f"## Classifier-free guidance (S = {g['steps']}, eta = 0, N = {settings.samples_per_cell})",
             "",
             guidance_markdown(g),
             "",

@@ -22,8 +22,8 @@ from accelerate import PartialState
 
 from pipeline_mnist_ddim.lesson.schedulers import lesson_ddpm_scheduler
 from pipeline_mnist_ddim.tools.classifier import DigitClassifier, load_default_classifier
+from pipeline_mnist_ddim.tools.commands.evaluate import EvaluationSettings
 from pipeline_mnist_ddim.tools.evaluation.jobs import (
-    EvalSettings,
     Job,
     batches,
     cached,
@@ -53,7 +53,7 @@ def _labels(jobs: Sequence[Job]) -> Optional[List[int]]:
 
 
 def evaluate_cell(
-    pipe, jobs: Sequence[Job], real: Optional[RealData], state: PartialState, settings: EvalSettings, **sampling
+    pipe, jobs: Sequence[Job], real: Optional[RealData], state: PartialState, settings: EvaluationSettings, **sampling
 ) -> Tuple[Optional[Dict[str, Any]], Optional[torch.Tensor]]:
     """Samples ``jobs`` with the given sampling arguments and scores them (main process only)."""
     steps, eta, scale = sampling["num_inference_steps"], sampling.get("eta", 0.0), sampling.get("guidance_scale", 1.0)
@@ -86,10 +86,10 @@ def evaluate_cell(
 
 
 def run_table(
-    pipe, real: RealData, state: PartialState, settings: EvalSettings, conditional: bool
+    pipe, real: RealData, state: PartialState, settings: EvaluationSettings, conditional: bool
 ) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     """Table 1: one cell per (eta, S), plus the DDPM row; returns the results and the cells' images."""
-    largest = max([settings.samples_for(s) for s in settings.steps] + [settings.num_samples_ddpm * settings.ddpm])
+    largest = max([settings.samples_for(s) for s in settings.steps] + [settings.ddpm_samples * settings.ddpm])
     jobs = make_jobs(largest, settings.seed, "table", conditional)
     rows, images = {}, {}
     for eta in settings.etas:
@@ -99,30 +99,30 @@ def run_table(
             )
             rows.setdefault(f"{eta:g}", {})[str(steps)] = cell
             images[f"eta{eta:g}_S{steps}"] = cell_images
-    if settings.ddpm and settings.num_samples_ddpm:
+    if settings.ddpm and settings.ddpm_samples:
         with swapped_scheduler(pipe, lesson_ddpm_scheduler()):
             cell, images["ddpm"] = evaluate_cell(
-                pipe, jobs[: settings.num_samples_ddpm], real, state, settings, num_inference_steps=settings.ddpm_steps
+                pipe, jobs[: settings.ddpm_samples], real, state, settings, num_inference_steps=settings.ddpm_steps
             )
         rows["ddpm"] = {str(settings.ddpm_steps): cell}
     return {"rows": rows, "conditional": conditional}, images
 
 
-def table_has_guidance_cell(settings: EvalSettings) -> bool:
+def table_has_guidance_cell(settings: EvaluationSettings) -> bool:
     """Whether the table's eta = 0 cell holds guidance 1.0's samples (decided from settings alone,
     so that every process runs the same collectives)."""
     return (
         0.0 in settings.etas
         and settings.guidance_steps in settings.steps
-        and settings.samples_for(settings.guidance_steps) == settings.num_samples
+        and settings.samples_for(settings.guidance_steps) == settings.samples_per_cell
     )
 
 
 def run_guidance(
-    pipe, real: RealData, state: PartialState, settings: EvalSettings, table: Optional[Dict[str, Any]] = None
+    pipe, real: RealData, state: PartialState, settings: EvaluationSettings, table: Optional[Dict[str, Any]] = None
 ) -> Dict[str, Any]:
     """Conditional accuracy and Frechet distance per guidance scale at S = guidance_steps, eta = 0."""
-    jobs = make_jobs(settings.num_samples, settings.seed, "table", conditional=True)
+    jobs = make_jobs(settings.samples_per_cell, settings.seed, "table", conditional=True)
     results = {}
     for scale in settings.guidance_scales:
         if scale == 1.0 and table is not None and table_has_guidance_cell(settings):
@@ -138,10 +138,10 @@ def run_guidance(
 
 
 def run_unconditional(
-    pipe, real: RealData, state: PartialState, settings: EvalSettings
+    pipe, real: RealData, state: PartialState, settings: EvaluationSettings
 ) -> Tuple[Dict[str, Any], Optional[torch.Tensor]]:
     """Predicted-label entropy and histogram of unconditional samples: are all ten digits drawn?"""
-    jobs = make_jobs(settings.num_samples_unconditional, settings.seed, "unconditional", conditional=False)
+    jobs = make_jobs(settings.unconditional_samples, settings.seed, "unconditional", conditional=False)
     cell, images = evaluate_cell(pipe, jobs, real, state, settings, num_inference_steps=settings.unconditional_steps)
     if images is None:
         return {}, None
@@ -199,10 +199,10 @@ def _reconstruct_sharded(pipe, items: list, steps: int, state: PartialState, des
 
 
 def run_inversion(
-    pipe, real: RealData, state: PartialState, settings: EvalSettings, conditional: bool
+    pipe, real: RealData, state: PartialState, settings: EvaluationSettings, conditional: bool
 ) -> Dict[str, Any]:
     """Table 2: per-dimension reconstruction MSE (pixels in [0, 1]) of held-out digits for each S."""
-    jobs = make_jobs(settings.num_samples_inversion, settings.seed, "inversion", conditional=True)
+    jobs = make_jobs(settings.inversion_samples, settings.seed, "inversion", conditional=True)
     images = inversion_digits(real, jobs, settings.seed)
     modes = {"unconditional": None, "prompted": [job.prompt for job in jobs]}
     if not conditional:
@@ -246,7 +246,7 @@ def run_inversion(
 
 def evaluate(
     pipe,
-    settings: EvalSettings,
+    settings: EvaluationSettings,
     pipeline_name: str = "pipeline",
     classifier: Optional[DigitClassifier] = None,
     real: Optional[RealData] = None,
