@@ -6,7 +6,10 @@ be invisible) and GroupNorm/LayerNorm at weight 1, bias 0 (so a wrong norm mappi
 go unnoticed). Parity checks are only meaningful on weights without such symmetries.
 """
 
+import importlib
 import importlib.util
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -180,3 +183,98 @@ def sampler(capsys, monkeypatch, tiny_pipeline, workdir):
         return code, capsys.readouterr().err, loaded
 
     return run
+
+
+# ---------------------------------------------------------------- refusals: the user's files, which must survive
+
+
+TORCH_UNSAFE_ADVICE = ("weights_only=False", "weights_only` set to `False`", "will likely succeed")
+
+
+def tree(root: Path) -> dict:
+    """Every file under ``root`` (hidden ones too) and its bytes; symbolic links as their targets."""
+    files = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            files[str(path.relative_to(root))] = f"-> {os.readlink(path)}"
+        elif path.is_file():
+            files[str(path.relative_to(root))] = path.read_bytes()
+        elif path.is_dir():
+            files[str(path.relative_to(root)) + "/"] = "dir"
+    return files
+
+
+def assert_refused(code: int, stderr: str, *expected_in_message: str) -> str:
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]  # progress bars may precede it
+    assert len(errors) == 1, stderr
+    for text in expected_in_message:
+        assert text in errors[0], f"{text!r} not in {errors[0]!r}"
+    assert not any(advice in stderr for advice in TORCH_UNSAFE_ADVICE), stderr
+    return errors[0]
+
+
+@pytest.fixture
+def workdir(tmp_path, lesson_checkpoint, monkeypatch):
+    """inputs/ (a lesson checkpoint and a note), outputs/ (a note): the user's files, which must survive.
+
+    The working directory is inputs/, so a path that resolves to "here" points at the user's files.
+    """
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "outputs").mkdir()
+    shutil.copy(lesson_checkpoint, tmp_path / "inputs" / "ckpt.pt")
+    (tmp_path / "inputs" / "notes.txt").write_text("precious input")
+    (tmp_path / "outputs" / "keep.txt").write_text("precious output")
+    monkeypatch.chdir(tmp_path / "inputs")
+    return tmp_path
+
+
+@pytest.fixture
+def converter(convert_script, capsys):
+    """(exit code, stderr) of `convert_checkpoint.py` with these arguments."""
+
+    def run(*argv):
+        code = convert_script.main([str(a) for a in argv])
+        return code, capsys.readouterr().err
+
+    return run
+
+
+def convert_args(checkpoint, output_dir, *options):
+    return ["--checkpoint", checkpoint, "--output_dir", output_dir, "--text_encoder", "none", *options]
+
+
+def _build_pipeline_forbidden(*args, **kwargs):
+    pytest.fail("the converter built the pipeline before refusing")
+
+
+@pytest.fixture
+def conversion_forbidden(monkeypatch):
+    """Fails the test if the converter gets as far as building the pipeline (the slow part).
+
+    The command imports `build_pipeline` inside `convert()`, so it finds this replacement when it
+    runs; `test_forbidden_conversion_stops_a_valid_run` proves that, so "refused first" is enforced.
+    """
+    monkeypatch.setattr("pipeline_mnist_ddim.conversion.pipeline_builder.build_pipeline", _build_pipeline_forbidden)
+
+
+@pytest.fixture
+def our_folder(workdir, converter) -> Path:
+    """A pipeline folder the converter wrote: outputs/pipe."""
+    folder = workdir / "outputs" / "pipe"
+    assert converter(*convert_args(workdir / "inputs" / "ckpt.pt", folder))[0] == 0
+    return folder
+
+
+COMMANDS = {
+    "sample_ddim": "sample",
+    "benchmark": "benchmark",
+    "evaluate": "evaluate",
+    "interpolate": "interpolate",
+    "train_lesson5e": "train",
+}  # scripts/<name>.py wraps pipeline_mnist_ddim.tools.commands.<command>
+
+
+def command_module(name: str):
+    return importlib.import_module(f"pipeline_mnist_ddim.tools.commands.{COMMANDS[name]}")

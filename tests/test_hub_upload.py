@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, sample_in_process
+from conftest import REPO_ROOT, assert_refused, convert_args, sample_in_process, tree
 from hidden_package import HIDE_PACKAGE
 from hub_server import HubServer
 
@@ -193,3 +193,63 @@ def test_uploaded_repo_samples_the_same_images(downloaded, in_process_images, ho
     images = downloaded[how][0]
     assert images.shape == in_process_images.shape == (2, 32, 32, 1)
     assert np.abs(images - in_process_images).max() <= 1e-6
+
+
+# ---------------------------------------------------------------- uploads that cannot work, refused before converting
+
+
+def _offline(monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+
+
+def _online_without_token(monkeypatch, tmp_path=None):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", "/nonexistent/token")
+    monkeypatch.setattr("huggingface_hub.constants.HF_STORED_TOKENS_PATH", "/nonexistent/stored_tokens")
+    monkeypatch.setattr("huggingface_hub.utils._auth._get_token_from_google_colab", lambda: None)
+
+
+HUB_CASES = {
+    "offline": ("someone/mnist-ddim", _offline, ["offline", "HF_HUB_OFFLINE"]),
+    "no token": (
+        "someone/mnist-ddim",
+        _online_without_token,
+        ["not logged in", "hf auth login", "huggingface-cli login", "HF_TOKEN"],
+    ),
+    "a malformed repo id": ("a/b/c", _offline, ["not a Hub repo id"]),
+}
+
+
+@pytest.mark.parametrize("case", HUB_CASES)
+def test_upload_that_cannot_work_is_refused_before_converting(
+    case, workdir, converter, conversion_forbidden, monkeypatch
+):
+    repo_id, environment, expected = HUB_CASES[case]
+    environment(monkeypatch)
+    before = tree(workdir)
+    code, stderr = converter(
+        *convert_args(workdir / "inputs" / "ckpt.pt", workdir / "outputs" / "out"), "--push_to_hub", repo_id
+    )
+    assert_refused(code, stderr, *expected)
+    assert tree(workdir) == before
+
+
+def test_failed_upload_says_where_the_saved_folder_is(workdir, converter, monkeypatch):
+    import huggingface_hub
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("401 Unauthorized")
+
+    # the uploader calls huggingface_hub.create_repo when it uploads (the name is looked up then)
+    monkeypatch.setattr(huggingface_hub, "create_repo", refuse)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    output = workdir / "outputs" / "out"
+    code, stderr = converter(
+        *convert_args(workdir / "inputs" / "ckpt.pt", output), "--push_to_hub", "someone/mnist-ddim"
+    )
+    assert_refused(code, stderr, "uploading to someone/mnist-ddim failed", "401 Unauthorized", str(output))
+    assert (output / "model_index.json").is_file()
