@@ -78,6 +78,20 @@ def load_script(path: Path):
     return module
 
 
+def package_code_in_a_folder() -> dict:
+    """What a saved pipeline folder must carry, by its path in the folder: the package modules, byte for byte."""
+    import pipeline_mnist_ddim.pipeline_folder as pipeline_folder_module
+    import pipeline_mnist_ddim.pipeline_mnist_ddim as pipeline_module
+    import pipeline_mnist_ddim.unet_mnist as unet_module
+
+    modules = {
+        "pipeline_mnist_ddim.py": pipeline_module,
+        "pipeline_folder.py": pipeline_folder_module,
+        "unet/unet_mnist.py": unet_module,
+    }
+    return {path: Path(module.__file__).read_bytes() for path, module in modules.items()}
+
+
 def seeded_latents(batch_size: int, seed: int = 0, channels: int = 1) -> torch.Tensor:
     return torch.randn(batch_size, channels, 32, 32, generator=torch.Generator().manual_seed(seed))
 

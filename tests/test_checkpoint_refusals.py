@@ -4,6 +4,7 @@ the file or the tensors, exit code 2, in bounded time and memory, and nothing wr
 """
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,6 +78,16 @@ CHECKPOINT_CASES = {
         ["initial_convolution.weight has 2 dimensions, expected 4"],
     ),
     "non-string keys": (lambda sd: {**sd, 7: torch.zeros(1)}, ["names must be strings", "<a key of type int>"]),
+    "another network's state dict": (lambda sd: torch.nn.Linear(3, 3).state_dict(), ["Lesson 5e"]),
+    "a tensor of the wrong shape": (
+        _with("_unet.downs.1.0.block1.proj.weight", torch.zeros(64, 32, 3, 1)),
+        ["downs.1.0.block1.proj.weight", "(64, 32, 3, 1)"],
+    ),
+    "an unknown extra key": (lambda sd: {**sd, "_unet.downs.0.9.weight": torch.zeros(3)}, ["downs.0.9.weight"]),
+    "a missing key": (  # reported under its diffusers name
+        lambda sd: {k: v for k, v in sd.items() if k != "_unet.ups.2.5.proj_out.bias"},
+        ["missing", "up_blocks.2.attentions.2.proj_out.bias"],
+    ),
     # float8 / float4: refused by name, before a NaN check that misses e8m0's NaN (0xFF) or crashes on the rest
     "a float8_e8m0fnu NaN": (_with(CONV_IN, lambda t: _e8m0_nan(t.shape)), ["never used", "torch.float8_e8m0fnu"]),
     **{
@@ -229,7 +240,7 @@ FILE_CASES = {
         "noise.pt",
         __import__("random").Random(0).randbytes(4096),
         [],
-        ["could not be read as a checkpoint"],
+        ["noise.pt", "could not be read as a checkpoint"],
     ),
     "an unsupported pickle opcode": ("opcode.pt", b"\x80\x02\x82\x01.", [], ["could not be read as a checkpoint"]),
     "--ema on a .safetensors": ("weights.safetensors", "safetensors", ["--ema"], ["--ema", ".safetensors"]),
@@ -304,3 +315,49 @@ def test_a_checkpoint_that_is_not_a_regular_file_is_named_for_what_it_is(case, w
     message = assert_refused(*converter(*convert_args(path, workdir / "outputs" / "out")), *expected)
     assert "no such checkpoint file" not in message
     assert tree(workdir) == before
+
+
+def test_truncated_checkpoint_is_refused(workdir, converter):
+    data = (workdir / "inputs" / "ckpt.pt").read_bytes()
+    truncated = workdir / "inputs" / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    before = tree(workdir)
+    assert_refused(*converter(*convert_args(truncated, workdir / "outputs" / "out")), "truncated.pt", "truncated")
+    assert tree(workdir) == before
+
+
+class RunsCodeWhenUnpickled:
+    """Pickles as a call to os.makedirs(marker): loading it unsafely would create the marker folder."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.makedirs, (str(self.marker),)
+
+
+def test_pickle_that_would_run_code_is_refused_without_running_it(workdir, converter):
+    marker = workdir / "code-ran"
+    malicious = workdir / "inputs" / "malicious.pt"
+    torch.save({"step": 1, "model_state_dict": RunsCodeWhenUnpickled(marker)}, malicious)
+    before = tree(workdir)
+    assert_refused(*converter(*convert_args(malicious, workdir / "outputs" / "out")), "refusing")
+    assert tree(workdir) == before  # the marker folder included
+
+
+def test_malicious_pickle_really_runs_code_when_loaded_unsafely(tmp_path):
+    """Guards the test above: its payload is live, so 'marker absent' means the converter refused it."""
+    marker = tmp_path / "code-ran"
+    malicious = tmp_path / "malicious.pt"
+    torch.save({"model_state_dict": RunsCodeWhenUnpickled(marker)}, malicious)
+    torch.load(malicious, weights_only=False)
+    assert marker.is_dir()
+
+
+def test_read_checkpoint_raises_checkpoint_error_on_unreadable_files(tmp_path):
+    from pipeline_mnist_ddim.conversion.checkpoint import CheckpointError, read_checkpoint
+
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(__import__("random").Random(1).randbytes(512))
+    with pytest.raises(CheckpointError):
+        read_checkpoint(str(noise))

@@ -14,13 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, assert_refused, convert_args, sample_in_process, tree
+from conftest import REPO_ROOT, assert_refused, convert_args, package_code_in_a_folder, sample_in_process, tree
 from hidden_package import HIDE_PACKAGE
 from hub_server import HubServer
-
-import pipeline_mnist_ddim.pipeline_folder as pipeline_folder_module
-import pipeline_mnist_ddim.pipeline_mnist_ddim as pipeline_module
-import pipeline_mnist_ddim.unet_mnist as unet_module
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -171,9 +167,8 @@ def in_process_images(tiny_unet, tiny_text_encoder):
 @pytest.mark.parametrize("how", REPOS)
 def test_upload_carries_the_code_and_a_model_index_naming_it(uploads, how):
     files = uploads.files(REPOS[how])
-    assert files["pipeline_mnist_ddim.py"] == Path(pipeline_module.__file__).read_bytes()
-    assert files["pipeline_folder.py"] == Path(pipeline_folder_module.__file__).read_bytes()
-    assert files["unet/unet_mnist.py"] == Path(unet_module.__file__).read_bytes()
+    expected = package_code_in_a_folder()
+    assert {path: files.get(path) for path in expected} == expected
     index = json.loads(files["model_index.json"])
     assert index["_class_name"] == ["pipeline_mnist_ddim", "MNISTDDIMPipeline"]
     assert index["unet"] == ["unet_mnist", "MNISTUNet2DConditionModel"]

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import assert_refused, convert_args, tree
 
 
@@ -239,6 +240,16 @@ def test_overwrite_replaces_our_folder_and_keeps_every_file_beside_it(workdir, c
     (our_folder / "stale.txt").write_text("from an earlier conversion")
     assert converter(*convert_args(workdir / "inputs" / "ckpt.pt", our_folder, "--overwrite"))[0] == 0
     assert not (our_folder / "stale.txt").exists() and (our_folder / "model_index.json").is_file()
+    assert (our_folder / "unet" / "unet_mnist.py").is_file()
     assert (workdir / "outputs" / "keep.txt").read_text() == "precious output"
     assert (workdir / "inputs" / "ckpt.pt").is_file() and (workdir / "inputs" / "notes.txt").is_file()
     assert sorted(p.name for p in (workdir / "outputs").iterdir()) == ["keep.txt", "pipe"]
+
+
+def test_bad_checkpoint_with_overwrite_keeps_the_existing_folder(workdir, converter, our_folder):
+    (our_folder / "notes.txt").write_text("precious")
+    foreign = workdir / "inputs" / "linear.pt"
+    torch.save(torch.nn.Linear(3, 3).state_dict(), foreign)
+    before = tree(workdir)
+    assert_refused(*converter(*convert_args(foreign, our_folder, "--overwrite")), "Lesson 5e")
+    assert tree(workdir) == before

@@ -1,6 +1,5 @@
 """What `MNISTDDIMPipeline` promises its callers, on a tiny converted network and text encoder."""
 
-import copy
 import logging
 
 import numpy as np
@@ -192,15 +191,6 @@ def test_ddpm_scheduler_swapped_in_with_from_config_keeps_the_lesson_betas_and_s
     assert torch.equal(tiny_pipeline.scheduler.betas, lesson_betas())
     images = sample(tiny_pipeline, batch_size=2, num_inference_steps=4, generator=seeded(18))
     assert images.shape == (2, 1, 32, 32) and torch.isfinite(images).all()
-
-
-def test_bfloat16_unet_samples_close_to_float32(tiny_pipeline):
-    latents = seeded_latents(2, seed=19)
-    full = sample(tiny_pipeline, batch_size=2, latents=latents, num_inference_steps=10)
-    tiny_pipeline.unet = copy.deepcopy(tiny_pipeline.unet).to(torch.bfloat16)  # the shared unet stays fp32
-    half = sample(tiny_pipeline, batch_size=2, latents=latents, num_inference_steps=10)
-    assert half.dtype == torch.float32  # latents and the update stay float32
-    assert (half - full).abs().mean().item() < 0.05
 
 
 class _Records(logging.Handler):

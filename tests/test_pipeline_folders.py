@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import assert_refused, tree
 
 from pipeline_mnist_ddim.tools.commands import interpolate as interpolate_command
@@ -339,3 +340,33 @@ def test_compact_text_encoder_folder_is_checked_as_well(case, compact_folder, wo
         return
     assert_refused(code, capsys.readouterr().err, *expected)
     assert tree(workdir) == before
+
+
+# ---------------------------------------------------------------- a folder or a Hub id
+
+
+@pytest.mark.parametrize("source", ["/no/such/folder", "./no-such-folder", "no/such/folder"])
+def test_missing_pipeline_folder_is_named_not_mistaken_for_a_hub_id(source):
+    from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder
+
+    with pytest.raises(OSError, match="no pipeline folder at"):
+        load_pipeline_folder(source)
+
+
+def test_folder_without_model_index_is_refused(workdir):
+    from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder
+
+    with pytest.raises(OSError, match="no model_index.json"):
+        load_pipeline_folder(str(workdir))
+
+
+def test_hub_ids_still_go_to_the_hub(monkeypatch):
+    """`user/repo` is handed to diffusers as it is, not taken for a missing local folder (no network here)."""
+    from diffusers import DiffusionPipeline
+
+    from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder
+
+    asked = []
+    monkeypatch.setattr(DiffusionPipeline, "from_pretrained", lambda source, **kwargs: asked.append((source, kwargs)))
+    load_pipeline_folder("someone/mnist-ddim", torch.float32)
+    assert asked == [("someone/mnist-ddim", {"trust_remote_code": True, "torch_dtype": torch.float32})]

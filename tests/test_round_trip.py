@@ -11,15 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import sample_in_process
+from conftest import package_code_in_a_folder, sample_in_process
 from diffusers import DiffusionPipeline
 from hidden_package import HIDE_PACKAGE, run_without_package
 from safetensors import safe_open
 from yardsticks import float32_rounding
-
-import pipeline_mnist_ddim.pipeline_folder as pipeline_folder_module
-import pipeline_mnist_ddim.pipeline_mnist_ddim as pipeline_module
-import pipeline_mnist_ddim.unet_mnist as unet_module
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -108,13 +104,6 @@ def test_remotely_loaded_pipeline_resaves_a_folder_that_loads_again(remote_load,
     assert np.abs(images - in_process_images).max() <= 1e-6
 
 
-def test_resaved_folder_carries_the_same_code(remote_load):
-    _, _, resaved, _ = remote_load
-    assert (resaved / "pipeline_mnist_ddim.py").read_bytes() == Path(pipeline_module.__file__).read_bytes()
-    assert (resaved / "pipeline_folder.py").read_bytes() == Path(pipeline_folder_module.__file__).read_bytes()
-    assert (resaved / "unet" / "unet_mnist.py").read_bytes() == Path(unet_module.__file__).read_bytes()
-
-
 # ---------------------------------------------------------------- the folder's contents
 
 
@@ -125,10 +114,11 @@ def test_model_index_names_the_custom_pipeline_and_unet_as_module_class_pairs(fo
     assert index["scheduler"] == ["diffusers", "DDIMScheduler"]
 
 
-def test_folder_code_is_the_package_code_byte_for_byte(folder):
-    assert (folder / "pipeline_mnist_ddim.py").read_bytes() == Path(pipeline_module.__file__).read_bytes()
-    assert (folder / "pipeline_folder.py").read_bytes() == Path(pipeline_folder_module.__file__).read_bytes()
-    assert (folder / "unet" / "unet_mnist.py").read_bytes() == Path(unet_module.__file__).read_bytes()
+def test_written_and_resaved_folders_carry_the_package_code_byte_for_byte(folder, remote_load):
+    _, _, resaved, _ = remote_load
+    expected = package_code_in_a_folder()
+    for written in (folder, resaved):
+        assert {path: (written / path).read_bytes() for path in expected} == expected, written
 
 
 def test_folder_has_a_diffusers_model_card(folder):

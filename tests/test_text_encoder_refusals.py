@@ -48,11 +48,20 @@ def _nan_weight(folder: Path, text_encoder_folder: Path):
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
 
 
+def _wider_than_the_network(folder: Path, text_encoder_folder: Path):
+    from pipeline_mnist_ddim.conversion.text_encoders import build_text_encoder
+
+    text_encoder, tokenizer = build_text_encoder(hidden_size=64, num_layers=1)  # the network expects 32
+    text_encoder.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
 TEXT_ENCODER_CASES = {
     "a BERT model": (_bert_folder, ["'bert' model, not a CLIP text model"]),
     "truncated weights": (_truncated_weights, ["could not load the text encoder in"]),
     "a missing weight": (_one_weight_missing, ["not hold a complete CLIP text model", "missing"]),
     "a NaN weight": (_nan_weight, ["NaN or infinite"]),
+    "a CLIP text model of the wrong width": (_wider_than_the_network, ["64", "32"]),
 }
 
 
