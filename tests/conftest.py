@@ -9,7 +9,9 @@ go unnoticed). Parity checks are only meaningful on weights without such symmetr
 import importlib
 import importlib.util
 import os
+import platform
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -292,3 +294,32 @@ COMMANDS = {
 
 def command_module(name: str):
     return importlib.import_module(f"pipeline_mnist_ddim.tools.commands.{COMMANDS[name]}")
+
+
+# ---------------------------------------------------------------- the run's own record
+
+SUITE_STARTED = pytest.StashKey[float]()
+
+
+def pytest_configure(config):
+    config.stash[SUITE_STARTED] = time.monotonic()
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):  # not Linux
+        return platform.processor() or platform.machine()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One line with what the run took and where, so a run's log states what the README claims."""
+    outcomes = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+    count = sum(len(terminalreporter.stats.get(outcome, [])) for outcome in outcomes)
+    if count:
+        seconds = time.monotonic() - config.stash[SUITE_STARTED]
+        terminalreporter.write_line(
+            f"suite: {count} tests in {seconds:.0f} s ({seconds / 60:.1f} min) on {cpu_model()}, "
+            f"{os.cpu_count()} cores, torch threads: {torch.get_num_threads()}"
+        )
