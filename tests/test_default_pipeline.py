@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import load_script
 
 import pipeline_mnist_ddim
@@ -20,12 +19,7 @@ REPO_DIR = os.path.dirname(PACKAGE_DIR)
 sync_remote_code = load_script(Path(REPO_DIR) / "scripts" / "sync_remote_code.py")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared CPU makes two threads wait on each other
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest's: a shared CPU makes two threads wait on each other
 
 
 def test_code_files_are_the_package_modules_verbatim():
