@@ -236,6 +236,7 @@ def test_redirected_run_records_its_real_folder_and_says_so_before_sampling(
     assert announced < sampled
 
 
+@pytest.mark.slow  # a fresh process sampling the default
 def test_ctrl_c_ends_a_tool_with_one_line_and_exit_code_130_leaving_no_half_written_files(tmp_path):
     output = tmp_path / "out"
     command = [sys.executable, "-m", "pipeline_mnist_ddim.tools.commands.sample", "--output_dir", str(output)]

@@ -101,6 +101,7 @@ def sampled(folders):
 # ---------------------------------------------------------------- exactness
 
 
+@pytest.mark.slow  # `sampled`: two fresh processes
 def test_compact_folder_samples_the_20_prompts_as_the_full_encoder(folders, sampled):
     (full_images, _), (compact_images, _) = sampled
     assert full_images.shape == (20, 32, 32, 1)
@@ -133,6 +134,7 @@ def test_compact_table_holds_the_full_encoders_contexts_bit_for_bit(tiny_text_en
 # ---------------------------------------------------------------- the folder
 
 
+@pytest.mark.slow  # `sampled`: two fresh processes
 def test_compact_folder_loads_without_the_package_and_carries_its_code(folders, sampled):
     _, compact, _ = folders
     _, (_, report) = sampled
@@ -171,6 +173,7 @@ def test_compact_text_encoder_and_tokenizer_at_clip_width_take_under_5_mb(tmp_pa
 # ---------------------------------------------------------------- strictness
 
 
+@pytest.mark.slow  # `sampled`: two fresh processes
 def test_unknown_prompts_are_refused_with_the_20_accepted_prompts(sampled):
     _, (_, report) = sampled
     message = report["refusal"]

@@ -59,6 +59,7 @@ def test_weights_are_safetensors_and_the_folder_is_under_20_mb():
     assert "library_name: diffusers" in card and "How this default was trained" in card
 
 
+@pytest.mark.slow  # samples the default, twice
 def test_main_job_writes_the_lesson_outputs_and_never_overwrites(tmp_path):
     command = [
         sys.executable,
@@ -86,6 +87,7 @@ def test_main_job_writes_the_lesson_outputs_and_never_overwrites(tmp_path):
     ).read_bytes()
 
 
+@pytest.mark.slow  # fresh processes
 def test_main_job_rejects_bad_arguments_clearly(tmp_path):
     result = subprocess.run(
         [

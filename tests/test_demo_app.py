@@ -148,7 +148,6 @@ def test_one_client_filling_the_queue_gets_each_surplus_job_refused_at_once(tiny
     assert len(gallery) == 1
 
 
-@pytest.mark.slow  # a real server on localhost
 def test_served_app_passes_the_client_to_the_per_client_cap(tiny_pipeline):
     from gradio_client import Client
 

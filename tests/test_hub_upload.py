@@ -164,6 +164,7 @@ def in_process_images(tiny_unet, tiny_text_encoder):
 # ---------------------------------------------------------------- what was uploaded
 
 
+@pytest.mark.slow  # `uploads`: a stand-in Hub and fresh processes
 @pytest.mark.parametrize("how", REPOS)
 def test_upload_carries_the_code_and_a_model_index_naming_it(uploads, how):
     files = uploads.files(REPOS[how])
@@ -178,11 +179,13 @@ def test_upload_carries_the_code_and_a_model_index_naming_it(uploads, how):
 # ---------------------------------------------------------------- what loads from it
 
 
+@pytest.mark.slow  # `uploads`: a stand-in Hub and fresh processes
 @pytest.mark.parametrize("how", REPOS)
 def test_uploaded_repo_loads_without_the_package_as_remote_code(downloaded, how):
     assert downloaded[how][1] == ["diffusers_modules", "diffusers_modules"]
 
 
+@pytest.mark.slow  # `uploads`: a stand-in Hub and fresh processes
 @pytest.mark.parametrize("how", REPOS)
 def test_uploaded_repo_samples_the_same_images(downloaded, in_process_images, how):
     images = downloaded[how][0]

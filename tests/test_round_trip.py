@@ -85,17 +85,20 @@ def remote_load(folder, tmp_path_factory):
 # ---------------------------------------------------------------- loading elsewhere
 
 
+@pytest.mark.slow  # `remote_load`: fresh processes
 def test_folder_loads_without_the_package_as_remote_code(remote_load):
     _, modules, _, _ = remote_load
     assert [name.split(".")[0] for name in modules] == ["diffusers_modules", "diffusers_modules"]
 
 
+@pytest.mark.slow  # `remote_load`: fresh processes
 def test_folder_loaded_elsewhere_samples_the_same_images(remote_load, in_process_images):
     images, _, _, _ = remote_load
     assert images.shape == in_process_images.shape == (2, 32, 32, 1)
     assert np.abs(images - in_process_images).max() <= 1e-6
 
 
+@pytest.mark.slow  # `remote_load`: fresh processes
 def test_remotely_loaded_pipeline_resaves_a_folder_that_loads_again(remote_load, in_process_images):
     first_images, _, resaved, work = remote_load
     images, modules = load_in_fresh_process(resaved, work)
@@ -114,6 +117,7 @@ def test_model_index_names_the_custom_pipeline_and_unet_as_module_class_pairs(fo
     assert index["scheduler"] == ["diffusers", "DDIMScheduler"]
 
 
+@pytest.mark.slow  # `remote_load`: fresh processes
 def test_written_and_resaved_folders_carry_the_package_code_byte_for_byte(folder, remote_load):
     _, _, resaved, _ = remote_load
     expected = package_code_in_a_folder()

@@ -151,7 +151,6 @@ def test_embedded_default_loads_in_one_dtype_with_every_text_encoder_weight():
     assert (pipe.unet.dtype, pipe.text_encoder.dtype) == (torch.float32, torch.float32)
 
 
-@pytest.mark.slow
 def test_refresh_rewrites_the_default_with_byte_identical_unet_weights(tmp_path):
     refresh = load_script(REPO_ROOT / "scripts" / "refresh_default_pipeline.py")
     refreshed = refresh.refresh(DEFAULT_PIPELINE_DIR, str(tmp_path / "default"))
