@@ -1,5 +1,7 @@
 """One command-line vocabulary: every tool parses its settings dataclasses the same way, answers --help at once
-with its defaults, and keeps last release's spellings working with a deprecation warning."""
+with its defaults, and keeps last release's spellings working with a deprecation warning; Ctrl-C ends a tool with one
+line and exit code 130, and work that cannot succeed (a bogus device, an output folder through a file, arguments
+out of range) is refused before it starts, before torch is even imported where the arguments alone tell."""
 
 import configparser
 import importlib

@@ -3,7 +3,9 @@
 Checked against a stand-in Hub (tests/hub_server.py) on 127.0.0.1: each way of uploading
 (`save_pretrained(push_to_hub=True)`, `push_to_hub()`, `convert_checkpoint.py --push_to_hub`)
 runs in its own process pointed at it with ``HF_ENDPOINT``; a further process, in which this
-package cannot be imported and whose cache starts empty, downloads every repository and samples.
+package cannot be imported and whose cache starts empty, downloads every repository and samples. An upload that
+cannot work (offline, no token, a malformed repo id) is refused before converting; a failed one says where the
+saved folder is.
 """
 
 import json

@@ -1,4 +1,6 @@
-"""Model cards: one license everywhere, and a usage snippet that runs from any directory."""
+"""Model cards: one license everywhere, a usage snippet that runs from any directory, and what the converter puts
+in a card: the checkpoint's step and loss only when they are a step and a loss, and paths and names quoted so that
+none can break out of the snippet or its code spans."""
 
 import configparser
 import re

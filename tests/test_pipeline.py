@@ -1,4 +1,5 @@
-"""What `MNISTDDIMPipeline` promises its callers, on a tiny converted network and text encoder."""
+"""What `MNISTDDIMPipeline` promises its callers, on a tiny converted network and text encoder: determinism, prompts
+and guidance, outputs, callbacks, components; what it refuses: test_pipeline_arguments.py."""
 
 import logging
 

@@ -2,7 +2,8 @@
 `error:` line and exit code 2: before diffusers builds anything where the folder's JSON or weight headers
 already tell (bounded time and memory: the loader is replaced by a test failure), or right after loading
 where only the built model tells (weights missing from the files). Every file under the test's folder, the
-pipeline folder included, is unchanged, byte for byte, and no output folder is left.
+pipeline folder included, is unchanged, byte for byte, and no output folder is left. A missing local folder is
+named as one, not mistaken for a Hub id; a Hub id still goes to the Hub.
 """
 
 import json
