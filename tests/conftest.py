@@ -72,6 +72,12 @@ def save_lesson_checkpoint(model: LessonUNet, path: Path, step: int = 100) -> Pa
     return path
 
 
+def run_converter(convert_script, checkpoint, output_dir, *options):
+    argv = ["--checkpoint", str(checkpoint), "--output_dir", str(output_dir), *options]
+    assert convert_script.main(argv) == 0
+    return Path(output_dir)
+
+
 def load_script(path: Path):
     """A file under scripts/ as a module (scripts are run as files, not imported from a package)."""
     spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import package_code_in_a_folder, sample_in_process
+from conftest import package_code_in_a_folder, run_converter, sample_in_process
 from diffusers import DiffusionPipeline
-from hidden_package import HIDE_PACKAGE, run_without_package
+from hidden_package import LOAD_AND_SAMPLE, run_without_package
 from safetensors import safe_open
 from yardsticks import float32_rounding
 
@@ -23,29 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPTS = ["seven", "3"]
 SEED, STEPS = 21, 5
 
-# Runs in the subprocess: load FOLDER without this package, sample, save the images; optionally re-save.
-LOAD_AND_SAMPLE = (
-    HIDE_PACKAGE
-    + r"""
-
-import json
-import numpy as np
-import torch
-from diffusers import DiffusionPipeline
-
-folder, images_path, resave_folder, settings = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
-pipe.set_progress_bar_config(disable=True)
-generator = torch.Generator().manual_seed(settings["seed"])
-images = pipe(prompt=settings["prompts"], num_inference_steps=settings["steps"], generator=generator,
-              output_type="np").images
-np.save(images_path, images)
-if resave_folder:
-    pipe.save_pretrained(resave_folder)
-print(type(pipe).__module__, type(pipe.unet).__module__)
-"""
-)
-
 
 def load_in_fresh_process(folder: Path, work: Path, resave_folder: Path = None):
     """(images, module names of the loaded pipeline and unet classes) from a subprocess."""
@@ -54,12 +31,6 @@ def load_in_fresh_process(folder: Path, work: Path, resave_folder: Path = None):
     arguments = (str(folder), str(images_path), str(resave_folder or ""), settings)
     stdout = run_without_package(LOAD_AND_SAMPLE, *arguments, work=work, modules_cache=work / "hf_modules")
     return np.load(images_path), stdout.split()
-
-
-def run_converter(convert_script, checkpoint, output_dir, *options):
-    argv = ["--checkpoint", str(checkpoint), "--output_dir", str(output_dir), *options]
-    assert convert_script.main(argv) == 0
-    return Path(output_dir)
 
 
 @pytest.fixture(scope="module")
