@@ -6,7 +6,12 @@ be invisible) and GroupNorm/LayerNorm at weight 1, bias 0 (so a wrong norm mappi
 go unnoticed). Parity checks are only meaningful on weights without such symmetries.
 """
 
+import importlib
 import importlib.util
+import os
+import platform
+import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -67,12 +72,30 @@ def save_lesson_checkpoint(model: LessonUNet, path: Path, step: int = 100) -> Pa
     return path
 
 
+def run_converter(convert_script, checkpoint, output_dir, *options):
+    argv = ["--checkpoint", str(checkpoint), "--output_dir", str(output_dir), *options]
+    assert convert_script.main(argv) == 0
+    return Path(output_dir)
+
+
 def load_script(path: Path):
     """A file under scripts/ as a module (scripts are run as files, not imported from a package)."""
     spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def package_code_in_a_folder() -> dict:
+    """What a saved pipeline folder must carry, by its path in the folder: the package modules, byte for byte
+    (the pipeline with every ``pipeline_*.py`` module it is made of, and the UNet's in ``unet/``)."""
+    import pipeline_mnist_ddim
+
+    package = Path(pipeline_mnist_ddim.__file__).parent
+    code = {path.name: path.read_bytes() for path in sorted(package.glob("pipeline_*.py"))}
+    code["unet/unet_mnist.py"] = (package / "unet_mnist.py").read_bytes()
+    assert {"pipeline_mnist_ddim.py", "pipeline_folder.py", "pipeline_checks.py"} <= set(code)
+    return code
 
 
 def seeded_latents(batch_size: int, seed: int = 0, channels: int = 1) -> torch.Tensor:
@@ -180,3 +203,127 @@ def sampler(capsys, monkeypatch, tiny_pipeline, workdir):
         return code, capsys.readouterr().err, loaded
 
     return run
+
+
+# ---------------------------------------------------------------- refusals: the user's files, which must survive
+
+
+TORCH_UNSAFE_ADVICE = ("weights_only=False", "weights_only` set to `False`", "will likely succeed")
+
+
+def tree(root: Path) -> dict:
+    """Every file under ``root`` (hidden ones too) and its bytes; symbolic links as their targets."""
+    files = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            files[str(path.relative_to(root))] = f"-> {os.readlink(path)}"
+        elif path.is_file():
+            files[str(path.relative_to(root))] = path.read_bytes()
+        elif path.is_dir():
+            files[str(path.relative_to(root)) + "/"] = "dir"
+    return files
+
+
+def assert_refused(code: int, stderr: str, *expected_in_message: str) -> str:
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]  # progress bars may precede it
+    assert len(errors) == 1, stderr
+    for text in expected_in_message:
+        assert text in errors[0], f"{text!r} not in {errors[0]!r}"
+    assert not any(advice in stderr for advice in TORCH_UNSAFE_ADVICE), stderr
+    return errors[0]
+
+
+@pytest.fixture
+def workdir(tmp_path, lesson_checkpoint, monkeypatch):
+    """inputs/ (a lesson checkpoint and a note), outputs/ (a note): the user's files, which must survive.
+
+    The working directory is inputs/, so a path that resolves to "here" points at the user's files.
+    """
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "outputs").mkdir()
+    shutil.copy(lesson_checkpoint, tmp_path / "inputs" / "ckpt.pt")
+    (tmp_path / "inputs" / "notes.txt").write_text("precious input")
+    (tmp_path / "outputs" / "keep.txt").write_text("precious output")
+    monkeypatch.chdir(tmp_path / "inputs")
+    return tmp_path
+
+
+@pytest.fixture
+def converter(convert_script, capsys):
+    """(exit code, stderr) of `convert_checkpoint.py` with these arguments."""
+
+    def run(*argv):
+        code = convert_script.main([str(a) for a in argv])
+        return code, capsys.readouterr().err
+
+    return run
+
+
+def convert_args(checkpoint, output_dir, *options):
+    return ["--checkpoint", checkpoint, "--output_dir", output_dir, "--text_encoder", "none", *options]
+
+
+def _build_pipeline_forbidden(*args, **kwargs):
+    pytest.fail("the converter built the pipeline before refusing")
+
+
+@pytest.fixture
+def conversion_forbidden(monkeypatch):
+    """Fails the test if the converter gets as far as building the pipeline (the slow part).
+
+    The command imports `build_pipeline` inside `convert()`, so it finds this replacement when it
+    runs; `test_forbidden_conversion_stops_a_valid_run` proves that, so "refused first" is enforced.
+    """
+    monkeypatch.setattr("pipeline_mnist_ddim.conversion.pipeline_builder.build_pipeline", _build_pipeline_forbidden)
+
+
+@pytest.fixture
+def our_folder(workdir, converter) -> Path:
+    """A pipeline folder the converter wrote: outputs/pipe."""
+    folder = workdir / "outputs" / "pipe"
+    assert converter(*convert_args(workdir / "inputs" / "ckpt.pt", folder))[0] == 0
+    return folder
+
+
+COMMANDS = {
+    "sample_ddim": "sample",
+    "benchmark": "benchmark",
+    "evaluate": "evaluate",
+    "interpolate": "interpolate",
+    "train_lesson5e": "train",
+}  # scripts/<name>.py wraps pipeline_mnist_ddim.tools.commands.<command>
+
+
+def command_module(name: str):
+    return importlib.import_module(f"pipeline_mnist_ddim.tools.commands.{COMMANDS[name]}")
+
+
+# ---------------------------------------------------------------- the run's own record
+
+SUITE_STARTED = pytest.StashKey[float]()
+
+
+def pytest_configure(config):
+    config.stash[SUITE_STARTED] = time.monotonic()
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):  # not Linux
+        return platform.processor() or platform.machine()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One line with what the run took and where, so a run's log states what the README claims."""
+    outcomes = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+    count = sum(len(terminalreporter.stats.get(outcome, [])) for outcome in outcomes)
+    if count:
+        seconds = time.monotonic() - config.stash[SUITE_STARTED]
+        terminalreporter.write_line(
+            f"suite: {count} tests in {seconds:.0f} s ({seconds / 60:.1f} min) on {cpu_model()}, "
+            f"{os.cpu_count()} cores, torch threads: {torch.get_num_threads()}"
+        )

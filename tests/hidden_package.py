@@ -1,4 +1,5 @@
-"""The opening of every script that must run where this package cannot be imported.
+"""The opening of every script that must run where this package cannot be imported, and the script that loads a
+folder there and samples it (LOAD_AND_SAMPLE).
 
 The package is installed (editable) in the test environment, so an import hook hides it; a
 folder or Hub repository loaded after this must carry all its own code.
@@ -40,3 +41,27 @@ def run_without_package(script: str, *args: str, work: Path, modules_cache: Path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+# Runs in the subprocess: load FOLDER without this package, sample, save the images; optionally re-save.
+LOAD_AND_SAMPLE = (
+    HIDE_PACKAGE
+    + r"""
+
+import json
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+
+folder, images_path, resave_folder, settings = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+pipe.set_progress_bar_config(disable=True)
+generator = torch.Generator().manual_seed(settings["seed"])
+images = pipe(prompt=settings["prompts"], num_inference_steps=settings["steps"], generator=generator,
+              output_type="np").images
+np.save(images_path, images)
+if resave_folder:
+    pipe.save_pretrained(resave_folder)
+print(type(pipe).__module__, type(pipe.unet).__module__)
+"""
+)

@@ -1,5 +1,7 @@
 """One command-line vocabulary: every tool parses its settings dataclasses the same way, answers --help at once
-with its defaults, and keeps last release's spellings working with a deprecation warning."""
+with its defaults, and keeps last release's spellings working with a deprecation warning; Ctrl-C ends a tool with one
+line and exit code 130, and work that cannot succeed (a bogus device, an output folder through a file, arguments
+out of range) is refused before it starts, before torch is even imported where the arguments alone tell."""
 
 import configparser
 import importlib
@@ -12,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, assert_refused, command_module, tree
 
 from pipeline_mnist_ddim.conversion.errors import describe, headline
 from pipeline_mnist_ddim.tools.cli import parse_settings
@@ -236,6 +238,7 @@ def test_redirected_run_records_its_real_folder_and_says_so_before_sampling(
     assert announced < sampled
 
 
+@pytest.mark.slow  # a fresh process sampling the default
 def test_ctrl_c_ends_a_tool_with_one_line_and_exit_code_130_leaving_no_half_written_files(tmp_path):
     output = tmp_path / "out"
     command = [sys.executable, "-m", "pipeline_mnist_ddim.tools.commands.sample", "--output_dir", str(output)]
@@ -254,3 +257,52 @@ def test_ctrl_c_ends_a_tool_with_one_line_and_exit_code_130_leaving_no_half_writ
     assert "interrupted" in rest.splitlines()  # tqdm may redraw its bar after it, as it closes
     written = [path.name for path in output.rglob("*") if path.is_file()] if output.exists() else []
     assert written == []
+
+
+# ---------------------------------------------------------------- impossible work refused before it starts
+
+
+def test_benchmark_refuses_a_bogus_device(capsys):
+    assert_refused(command_module("benchmark").main(["--device", "bogus"]), capsys.readouterr().err, "not a device")
+
+
+@pytest.mark.parametrize(
+    "script, argv",
+    [
+        ("evaluate", ["--quick"]),
+        ("interpolate", []),
+        ("train_lesson5e", ["--num_training_steps", "1"]),
+    ],
+)
+def test_long_running_scripts_refuse_an_impossible_output_folder_before_working(script, argv, workdir, capsys):
+    before = tree(workdir)
+    code = command_module(script).main([*argv, "--output_dir", str(workdir / "inputs" / "notes.txt" / "out")])
+    assert_refused(code, capsys.readouterr().err, "notes.txt", "is a file")
+    assert tree(workdir) == before
+
+
+@pytest.mark.parametrize(
+    "command, argv",
+    [
+        ("sample", ["--num_samples", "100000000"]),
+        ("sample", ["--seed", str(2**64)]),
+        ("interpolate", ["--num_frames", "1000000000"]),
+        ("interpolate", ["--sections", "prompts", "--prompt_pairs", "3"]),
+    ],
+)
+def test_bad_arguments_are_refused_before_torch_is_even_imported(command, argv, tmp_path):
+    """Bounded work: the refusal costs an interpreter start, not torch's import and a model's load."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    code = (
+        f"import sys; from pipeline_mnist_ddim.tools.commands import {command}; "
+        f"code = {command}.main({argv!r} + ['--output_dir', {str(tmp_path / 'out')!r}]); "
+        "sys.exit(10 + code if 'torch' in sys.modules else code)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert_refused(result.returncode, result.stderr)  # 12 would mean: refused, but after importing torch
+    assert not (tmp_path / "out").exists()

@@ -1,9 +1,16 @@
 """Our command-line parser speaks transformers' ``HfArgumentParser`` language exactly.
 
-``cli.parse_settings`` builds its own argparse parser (importing transformers would cost every ``--help`` about a
-second); the library stays the specification. For every tool's settings dataclasses and a table of command lines
-(defaults, every field with good and bad values, each boolean form, lists, choices, old and hyphenated spellings,
-unknown and abbreviated flags, ``--help``), both give equal dataclasses, or the same exit code and the same output.
+Why a parser of our own: ``cli.parse_settings`` answers ``--help`` in 0.09 s, while importing ``HfArgumentParser``
+costs 1 to 4 s. Why the library stays in the tests, as the oracle: the tools' command-line language (boolean forms,
+``--no_`` flags, lists, choices, deprecated hyphenated spellings, abbreviations, its errors) is HfArgumentParser's,
+and a contract test is the cheapest way to keep ours from drifting from it; a hand-written expected output for each
+case would be hundreds of literals that can only restate our own behaviour.
+
+One table, each case once: every tool's defaults and ``--help`` (so each field's flag, default, choices and help
+text), the generic cases (unknown, abbreviated and positional arguments, spellings never released) on one tool, and
+each value form of each kind of field (int, float, str, each Literal, lists with and without choices, booleans
+defaulting to False and to True, optional or not) on the first field of that kind. For each case both parsers give
+equal dataclasses, or the same exit code and the same output.
 """
 
 import contextlib
@@ -85,10 +92,10 @@ def outcome(parse, *args, **kwargs):
     return result, stdout.getvalue(), stderr.getvalue()
 
 
-def field_command_lines(dataclass_types):
-    """For every field: each value form it accepts and some it refuses."""
+def field_command_lines(dataclass_types, name):
+    """For the field ``name``: each value form it accepts and some it refuses."""
     for dataclass_type in dataclass_types:
-        for field in dataclasses.fields(dataclass_type):
+        for field in [field for field in dataclasses.fields(dataclass_type) if field.name == name]:
             flag, kind = f"--{field.name}", typing.get_type_hints(dataclass_type)[field.name]
             if typing.get_origin(kind) is typing.Union:  # Optional[X]
                 kind = typing.get_args(kind)[0]
@@ -124,33 +131,44 @@ def field_command_lines(dataclass_types):
                 yield [f"--{field.name.replace('_', '-')}", *([] if kind is bool else ["1"])]
 
 
-def command_lines(tool, dataclass_types):
-    required = REQUIRED.get(tool, [])
-    yield []
-    yield ["--help"]
-    yield ["--not_a_flag", "1"]
-    yield ["positional"]
-    yield ["--dev", "cpu"]  # an abbreviation (argparse's allow_abbrev)
-    yield ["--output", "o"]  # an ambiguous or unknown abbreviation
-    for argv in field_command_lines(dataclass_types):
-        yield required + argv
-    if required:
-        yield required[:2]  # one required flag missing
-    for never_released in (["--model_checkpoint", "c.pt"], ["--resume"], ["--no-sdpa"]):
-        yield required + never_released  # refused by both
+def field_kind(dataclass_type, field) -> tuple:
+    """What decides how a field parses: its type (Optional or not), its choices, a boolean's default."""
+    kind = typing.get_type_hints(dataclass_type)[field.name]
+    return (repr(kind), tuple(field.metadata.get("choices", ())), kind is bool and field.default is True)
+
+
+def command_line_table():
+    """{tool: its command lines}: each case once across the table (see the module docstring)."""
+    table, seen_kinds = {}, set()
+    for number, tool in enumerate(sorted(TOOLS)):
+        _, dataclass_types, _ = TOOLS[tool]
+        required = REQUIRED.get(tool, [])
+        lines = [[], ["--help"]]
+        if required:
+            lines.append(required[:2])  # one required flag missing
+        if number == 0:
+            lines += [["--not_a_flag", "1"], ["positional"], ["--dev", "cpu"], ["--output", "o"]]
+            lines += [["--model_checkpoint", "c.pt"], ["--resume"], ["--no-sdpa"]]  # never released
+        for dataclass_type in dataclass_types:
+            for field in dataclasses.fields(dataclass_type):
+                kind = field_kind(dataclass_type, field)
+                if kind not in seen_kinds:
+                    seen_kinds.add(kind)
+                    lines += [required + argv for argv in field_command_lines([dataclass_type], field.name)]
+        table[tool] = lines
+    return table
+
+
+COMMAND_LINES = command_line_table()
 
 
 @pytest.mark.parametrize("tool", sorted(TOOLS))
 def test_every_command_line_parses_as_hf_argument_parser_parses_it(tool):
     module, dataclass_types, defaults = TOOLS[tool]
-    parses = refusals = 0
-    for argv in command_lines(tool, dataclass_types):
+    for argv in COMMAND_LINES[tool]:
         ours = outcome(cli.parse_settings, dataclass_types, argv, module.__doc__, defaults)
         theirs = outcome(parse_with_transformers, dataclass_types, argv, module.__doc__, defaults)
         assert ours == theirs, f"{tool} {argv}"
-        refused = isinstance(theirs[0], str)
-        parses, refusals = parses + (not refused), refusals + refused
-    assert parses >= 15 and refusals >= 15  # the table holds both (37 to 182 command lines per tool)
 
 
 def test_help_lists_every_flag_with_its_default():

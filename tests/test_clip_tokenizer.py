@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 import regex
 import torch
-from conftest import perturbed_reference, save_lesson_checkpoint
-from test_compact_text_encoder import SIZE_LIMIT, folder_size, full_encoder_rounding, sample_in_fresh_process
-from test_round_trip import run_converter
+from compact_sampling import SIZE_LIMIT, folder_size, full_encoder_rounding, sample_in_fresh_process
+from conftest import perturbed_reference, run_converter, save_lesson_checkpoint
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from pipeline_mnist_ddim.conversion.prompt_table import LESSON_PROMPTS

@@ -12,11 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CONTEXT, perturbed_reference, save_lesson_checkpoint
-from diffusers import DiffusionPipeline
-from hidden_package import run_without_package
-from test_round_trip import LOAD_AND_SAMPLE, run_converter
-from yardsticks import float32_rounding
+from compact_sampling import SIZE_LIMIT, folder_size, full_encoder_rounding, sample_in_fresh_process
+from conftest import TINY_CONTEXT, perturbed_reference, run_converter, save_lesson_checkpoint
 
 import pipeline_mnist_ddim.compact_text_encoder as compact_module
 from pipeline_mnist_ddim.conversion.prompt_table import LESSON_PROMPTS, compact_text_encoder
@@ -25,54 +22,6 @@ from pipeline_mnist_ddim.tools.commands import convert as convert_command
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-SEED, STEPS = 31, 2
-SIZE_LIMIT = 5_000_000  # bytes: text_encoder/ + tokenizer/ of a compact folder at CLIP's width
-HIDE_AND_LOAD = LOAD_AND_SAMPLE.split("folder, images_path")[0]  # the import hook and imports only
-
-# Runs in the subprocess: load FOLDER without this package, sample the 20 prompts from fixed latents.
-SAMPLE_PROMPTS = (
-    HIDE_AND_LOAD
-    + r"""
-folder, images_path, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
-pipe.set_progress_bar_config(disable=True)
-prompts = settings["prompts"]
-latents = torch.randn(len(prompts), 1, 32, 32, generator=torch.Generator().manual_seed(settings["seed"]))
-images = pipe(prompt=prompts, latents=latents, num_inference_steps=settings["steps"], output_type="np").images
-np.save(images_path, images)
-report = {"refusal": None, "text_encoder": type(pipe.text_encoder).__module__}
-try:
-    pipe(prompt="eleven", num_inference_steps=1)
-except ValueError as err:
-    report["refusal"] = str(err)
-print(json.dumps(report))
-"""
-)
-
-
-def sample_in_fresh_process(folder: Path, work: Path, prompts=LESSON_PROMPTS):
-    images_path = work / f"images-{folder.name}.npy"
-    settings = json.dumps(dict(prompts=list(prompts), steps=STEPS, seed=SEED))
-    modules_cache = work / f"hf_modules-{folder.name}"
-    stdout = run_without_package(
-        SAMPLE_PROMPTS, str(folder), str(images_path), settings, work=work, modules_cache=modules_cache
-    )
-    return np.load(images_path), json.loads(stdout.strip().splitlines()[-1])
-
-
-def full_encoder_rounding(folder: Path, prompts=LESSON_PROMPTS) -> float:
-    """``sample_in_fresh_process``'s call on ``folder``, float32 against float64 (tests/yardsticks.py): the scale of
-    the rounding by which the full encoder's contexts, computed in another process from another file than
-    the compact table's, may differ from the table's on some CPU."""
-    pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
-    pipe.set_progress_bar_config(disable=True)
-    latents = torch.randn(len(prompts), 1, 32, 32, generator=torch.Generator().manual_seed(SEED))
-    return float32_rounding(pipe, prompt=list(prompts), latents=latents, num_inference_steps=STEPS, output_type="np")
-
-
-def folder_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +50,7 @@ def sampled(folders):
 # ---------------------------------------------------------------- exactness
 
 
+@pytest.mark.slow  # `sampled`: two fresh processes
 def test_compact_folder_samples_the_20_prompts_as_the_full_encoder(folders, sampled):
     (full_images, _), (compact_images, _) = sampled
     assert full_images.shape == (20, 32, 32, 1)
@@ -133,6 +83,7 @@ def test_compact_table_holds_the_full_encoders_contexts_bit_for_bit(tiny_text_en
 # ---------------------------------------------------------------- the folder
 
 
+@pytest.mark.slow  # `sampled`: two fresh processes
 def test_compact_folder_loads_without_the_package_and_carries_its_code(folders, sampled):
     _, compact, _ = folders
     _, (_, report) = sampled
@@ -171,6 +122,7 @@ def test_compact_text_encoder_and_tokenizer_at_clip_width_take_under_5_mb(tmp_pa
 # ---------------------------------------------------------------- strictness
 
 
+@pytest.mark.slow  # `sampled`: two fresh processes
 def test_unknown_prompts_are_refused_with_the_20_accepted_prompts(sampled):
     _, (_, report) = sampled
     message = report["refusal"]

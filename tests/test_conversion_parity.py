@@ -193,6 +193,5 @@ def test_full_size_network_matches_reference_with_clip_sized_context(full_size):
     assert_same_math_and_rounding(*full_size, text_context(768))
 
 
-@pytest.mark.slow
 def test_full_size_network_matches_reference_with_lesson_zero_context(full_size):
     assert_same_math_and_rounding(*full_size, torch.zeros(len(TIMESTEPS), 768))

@@ -30,20 +30,24 @@ def write_idx_train_split(folder, labels: bytes, num_images: int = 5) -> None:
         f.write(IDX_LABELS_MAGIC.to_bytes(4, "big") + header + labels)
 
 
+@pytest.mark.slow  # `default_splits`: reads and splits the whole default dataset
 def test_offline_default_dataset_has_4500_training_and_500_held_out_digits_at_32_pixels(default_splits):
     train_images, _, held_out_images = default_splits
     assert train_images.shape == (4500, 1, 32, 32) and held_out_images.shape == (500, 1, 32, 32)
 
 
+@pytest.mark.slow  # `default_splits`: reads and splits the whole default dataset
 def test_default_digits_are_pixels_in_0_1(default_splits):
     train_images = default_splits[0]
     assert 0.0 <= float(train_images.min()) and float(train_images.max()) <= 1.0
 
 
+@pytest.mark.slow  # `default_splits`: reads and splits the whole default dataset
 def test_default_training_split_has_450_digits_of_each_label(default_splits):
     assert torch.bincount(default_splits[1]).tolist() == [450] * 10
 
 
+@pytest.mark.slow  # `default_splits`: reads and splits the whole default dataset
 def test_no_held_out_digit_is_also_a_training_digit(default_splits):
     train_images, _, held_out_images = default_splits
     flat_train = {bytes(x.numpy().tobytes()) for x in train_images}

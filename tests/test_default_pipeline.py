@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import load_script
 
 import pipeline_mnist_ddim
@@ -20,12 +19,7 @@ REPO_DIR = os.path.dirname(PACKAGE_DIR)
 sync_remote_code = load_script(Path(REPO_DIR) / "scripts" / "sync_remote_code.py")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared CPU makes two threads wait on each other
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest's: a shared CPU makes two threads wait on each other
 
 
 def test_code_files_are_the_package_modules_verbatim():
@@ -65,6 +59,7 @@ def test_weights_are_safetensors_and_the_folder_is_under_20_mb():
     assert "library_name: diffusers" in card and "How this default was trained" in card
 
 
+@pytest.mark.slow  # samples the default, twice
 def test_main_job_writes_the_lesson_outputs_and_never_overwrites(tmp_path):
     command = [
         sys.executable,
@@ -92,6 +87,7 @@ def test_main_job_writes_the_lesson_outputs_and_never_overwrites(tmp_path):
     ).read_bytes()
 
 
+@pytest.mark.slow  # fresh processes
 def test_main_job_rejects_bad_arguments_clearly(tmp_path):
     result = subprocess.run(
         [

@@ -17,7 +17,7 @@ from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
 from pipeline_mnist_ddim.tools.demo.app import build_demo, launch
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # a served app and a browser
 
 CHROMIUM_ARGS = [
     "--headless",

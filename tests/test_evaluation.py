@@ -167,6 +167,7 @@ def test_inversion_of_a_pipeline_without_invert_is_refused_before_any_work():
 # ---------------------------------------------------------------- inversion
 
 
+@pytest.mark.slow  # inverts at five step counts
 def test_inversion_error_falls_as_steps_grow(smooth_pipe, digits):
     images, labels = digits
     prompts = [str(int(label)) for label in labels]

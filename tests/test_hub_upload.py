@@ -3,7 +3,9 @@
 Checked against a stand-in Hub (tests/hub_server.py) on 127.0.0.1: each way of uploading
 (`save_pretrained(push_to_hub=True)`, `push_to_hub()`, `convert_checkpoint.py --push_to_hub`)
 runs in its own process pointed at it with ``HF_ENDPOINT``; a further process, in which this
-package cannot be imported and whose cache starts empty, downloads every repository and samples.
+package cannot be imported and whose cache starts empty, downloads every repository and samples. An upload that
+cannot work (offline, no token, a malformed repo id) is refused before converting; a failed one says where the
+saved folder is.
 """
 
 import json
@@ -14,13 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, sample_in_process
+from conftest import REPO_ROOT, assert_refused, convert_args, package_code_in_a_folder, sample_in_process, tree
 from hidden_package import HIDE_PACKAGE
 from hub_server import HubServer
-
-import pipeline_mnist_ddim.pipeline_folder as pipeline_folder_module
-import pipeline_mnist_ddim.pipeline_mnist_ddim as pipeline_module
-import pipeline_mnist_ddim.unet_mnist as unet_module
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -168,12 +166,12 @@ def in_process_images(tiny_unet, tiny_text_encoder):
 # ---------------------------------------------------------------- what was uploaded
 
 
+@pytest.mark.slow  # `uploads`: a stand-in Hub and fresh processes
 @pytest.mark.parametrize("how", REPOS)
 def test_upload_carries_the_code_and_a_model_index_naming_it(uploads, how):
     files = uploads.files(REPOS[how])
-    assert files["pipeline_mnist_ddim.py"] == Path(pipeline_module.__file__).read_bytes()
-    assert files["pipeline_folder.py"] == Path(pipeline_folder_module.__file__).read_bytes()
-    assert files["unet/unet_mnist.py"] == Path(unet_module.__file__).read_bytes()
+    expected = package_code_in_a_folder()
+    assert {path: files.get(path) for path in expected} == expected
     index = json.loads(files["model_index.json"])
     assert index["_class_name"] == ["pipeline_mnist_ddim", "MNISTDDIMPipeline"]
     assert index["unet"] == ["unet_mnist", "MNISTUNet2DConditionModel"]
@@ -183,13 +181,75 @@ def test_upload_carries_the_code_and_a_model_index_naming_it(uploads, how):
 # ---------------------------------------------------------------- what loads from it
 
 
+@pytest.mark.slow  # `uploads`: a stand-in Hub and fresh processes
 @pytest.mark.parametrize("how", REPOS)
 def test_uploaded_repo_loads_without_the_package_as_remote_code(downloaded, how):
     assert downloaded[how][1] == ["diffusers_modules", "diffusers_modules"]
 
 
+@pytest.mark.slow  # `uploads`: a stand-in Hub and fresh processes
 @pytest.mark.parametrize("how", REPOS)
 def test_uploaded_repo_samples_the_same_images(downloaded, in_process_images, how):
     images = downloaded[how][0]
     assert images.shape == in_process_images.shape == (2, 32, 32, 1)
     assert np.abs(images - in_process_images).max() <= 1e-6
+
+
+# ---------------------------------------------------------------- uploads that cannot work, refused before converting
+
+
+def _offline(monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+
+
+def _online_without_token(monkeypatch, tmp_path=None):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", "/nonexistent/token")
+    monkeypatch.setattr("huggingface_hub.constants.HF_STORED_TOKENS_PATH", "/nonexistent/stored_tokens")
+    monkeypatch.setattr("huggingface_hub.utils._auth._get_token_from_google_colab", lambda: None)
+
+
+HUB_CASES = {
+    "offline": ("someone/mnist-ddim", _offline, ["offline", "HF_HUB_OFFLINE"]),
+    "no token": (
+        "someone/mnist-ddim",
+        _online_without_token,
+        ["not logged in", "hf auth login", "huggingface-cli login", "HF_TOKEN"],
+    ),
+    "a malformed repo id": ("a/b/c", _offline, ["not a Hub repo id"]),
+}
+
+
+@pytest.mark.parametrize("case", HUB_CASES)
+def test_upload_that_cannot_work_is_refused_before_converting(
+    case, workdir, converter, conversion_forbidden, monkeypatch
+):
+    repo_id, environment, expected = HUB_CASES[case]
+    environment(monkeypatch)
+    before = tree(workdir)
+    code, stderr = converter(
+        *convert_args(workdir / "inputs" / "ckpt.pt", workdir / "outputs" / "out"), "--push_to_hub", repo_id
+    )
+    assert_refused(code, stderr, *expected)
+    assert tree(workdir) == before
+
+
+def test_failed_upload_says_where_the_saved_folder_is(workdir, converter, monkeypatch):
+    import huggingface_hub
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("401 Unauthorized")
+
+    # the uploader calls huggingface_hub.create_repo when it uploads (the name is looked up then)
+    monkeypatch.setattr(huggingface_hub, "create_repo", refuse)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    output = workdir / "outputs" / "out"
+    code, stderr = converter(
+        *convert_args(workdir / "inputs" / "ckpt.pt", output), "--push_to_hub", "someone/mnist-ddim"
+    )
+    assert_refused(code, stderr, "uploading to someone/mnist-ddim failed", "401 Unauthorized", str(output))
+    assert (output / "model_index.json").is_file()

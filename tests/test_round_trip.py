@@ -11,44 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import sample_in_process
+from conftest import package_code_in_a_folder, run_converter, sample_in_process
 from diffusers import DiffusionPipeline
-from hidden_package import HIDE_PACKAGE, run_without_package
+from hidden_package import LOAD_AND_SAMPLE, run_without_package
 from safetensors import safe_open
 from yardsticks import float32_rounding
-
-import pipeline_mnist_ddim.pipeline_folder as pipeline_folder_module
-import pipeline_mnist_ddim.pipeline_mnist_ddim as pipeline_module
-import pipeline_mnist_ddim.unet_mnist as unet_module
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROMPTS = ["seven", "3"]
 SEED, STEPS = 21, 5
-
-# Runs in the subprocess: load FOLDER without this package, sample, save the images; optionally re-save.
-LOAD_AND_SAMPLE = (
-    HIDE_PACKAGE
-    + r"""
-
-import json
-import numpy as np
-import torch
-from diffusers import DiffusionPipeline
-
-folder, images_path, resave_folder, settings = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
-pipe.set_progress_bar_config(disable=True)
-generator = torch.Generator().manual_seed(settings["seed"])
-images = pipe(prompt=settings["prompts"], num_inference_steps=settings["steps"], generator=generator,
-              output_type="np").images
-np.save(images_path, images)
-if resave_folder:
-    pipe.save_pretrained(resave_folder)
-print(type(pipe).__module__, type(pipe.unet).__module__)
-"""
-)
 
 
 def load_in_fresh_process(folder: Path, work: Path, resave_folder: Path = None):
@@ -58,12 +31,6 @@ def load_in_fresh_process(folder: Path, work: Path, resave_folder: Path = None):
     arguments = (str(folder), str(images_path), str(resave_folder or ""), settings)
     stdout = run_without_package(LOAD_AND_SAMPLE, *arguments, work=work, modules_cache=work / "hf_modules")
     return np.load(images_path), stdout.split()
-
-
-def run_converter(convert_script, checkpoint, output_dir, *options):
-    argv = ["--checkpoint", str(checkpoint), "--output_dir", str(output_dir), *options]
-    assert convert_script.main(argv) == 0
-    return Path(output_dir)
 
 
 @pytest.fixture(scope="module")
@@ -89,30 +56,26 @@ def remote_load(folder, tmp_path_factory):
 # ---------------------------------------------------------------- loading elsewhere
 
 
+@pytest.mark.slow  # `remote_load`: fresh processes
 def test_folder_loads_without_the_package_as_remote_code(remote_load):
     _, modules, _, _ = remote_load
     assert [name.split(".")[0] for name in modules] == ["diffusers_modules", "diffusers_modules"]
 
 
+@pytest.mark.slow  # `remote_load`: fresh processes
 def test_folder_loaded_elsewhere_samples_the_same_images(remote_load, in_process_images):
     images, _, _, _ = remote_load
     assert images.shape == in_process_images.shape == (2, 32, 32, 1)
     assert np.abs(images - in_process_images).max() <= 1e-6
 
 
+@pytest.mark.slow  # `remote_load`: fresh processes
 def test_remotely_loaded_pipeline_resaves_a_folder_that_loads_again(remote_load, in_process_images):
     first_images, _, resaved, work = remote_load
     images, modules = load_in_fresh_process(resaved, work)
     assert modules[0].startswith("diffusers_modules")
     assert np.abs(images - first_images).max() <= 1e-6
     assert np.abs(images - in_process_images).max() <= 1e-6
-
-
-def test_resaved_folder_carries_the_same_code(remote_load):
-    _, _, resaved, _ = remote_load
-    assert (resaved / "pipeline_mnist_ddim.py").read_bytes() == Path(pipeline_module.__file__).read_bytes()
-    assert (resaved / "pipeline_folder.py").read_bytes() == Path(pipeline_folder_module.__file__).read_bytes()
-    assert (resaved / "unet" / "unet_mnist.py").read_bytes() == Path(unet_module.__file__).read_bytes()
 
 
 # ---------------------------------------------------------------- the folder's contents
@@ -125,10 +88,12 @@ def test_model_index_names_the_custom_pipeline_and_unet_as_module_class_pairs(fo
     assert index["scheduler"] == ["diffusers", "DDIMScheduler"]
 
 
-def test_folder_code_is_the_package_code_byte_for_byte(folder):
-    assert (folder / "pipeline_mnist_ddim.py").read_bytes() == Path(pipeline_module.__file__).read_bytes()
-    assert (folder / "pipeline_folder.py").read_bytes() == Path(pipeline_folder_module.__file__).read_bytes()
-    assert (folder / "unet" / "unet_mnist.py").read_bytes() == Path(unet_module.__file__).read_bytes()
+@pytest.mark.slow  # `remote_load`: fresh processes
+def test_written_and_resaved_folders_carry_the_package_code_byte_for_byte(folder, remote_load):
+    _, _, resaved, _ = remote_load
+    expected = package_code_in_a_folder()
+    for written in (folder, resaved):
+        assert {path: (written / path).read_bytes() for path in expected} == expected, written
 
 
 def test_folder_has_a_diffusers_model_card(folder):

@@ -128,6 +128,7 @@ def assert_ddim_exact(reference, unet, x_t, context):
     )
 
 
+@pytest.mark.slow  # 50 steps in float64 too
 def test_50_step_ddim_is_lesson6s_math_in_float64_and_its_rounding_in_float32(tiny_reference, tiny_unet):
     x_t = seeded_latents(2, seed=11)
     text = torch.randn(1, 77, TINY_CONTEXT, generator=torch.Generator().manual_seed(3))
@@ -178,6 +179,7 @@ def test_stochastic_ddim_matches_lesson6_with_the_same_noise(tiny_pipeline, deno
     assert (images - deterministic.clamp(0, 1)).abs().max() > 0.01  # the noise really was injected
 
 
+@pytest.mark.slow  # 1000 steps, each against the lesson's code
 def test_ddpm_with_1000_steps_matches_lesson5_with_the_same_noise(denoisers):
     reference, unet = denoisers
     pipe = MNISTDDIMPipeline(unet=unet, scheduler=lesson_ddpm_scheduler())
@@ -190,7 +192,7 @@ def test_ddpm_with_1000_steps_matches_lesson5_with_the_same_noise(denoisers):
     assert_images_match(images, expected)
 
 
-@pytest.mark.parametrize("num_inference_steps", [10, 50])
+@pytest.mark.parametrize("num_inference_steps", [10, pytest.param(50, marks=pytest.mark.slow)])
 def test_inversion_matches_the_reference_ddim_encoder(
     tiny_pipeline, denoisers, tiny_text_encoder, num_inference_steps
 ):

@@ -5,25 +5,21 @@ must give DDIM's images to float rounding: Euler is DDIM with eta = 0 in the var
 x / sqrt(alpha_bar) and sigma = sqrt((1 - alpha_bar) / alpha_bar) (so it needs the latents
 scaled by `init_noise_sigma`); Euler-ancestral and DDPM take DDIM's eta = 1 step (the DDPM
 posterior) and draw the same noise from the same generator. The higher-order solvers (Heun,
-DPM-Solver++, UniPC, PNDM) have no such identity: the slow test judges them, and all the
-others, on the embedded default with the project's digit classifier.
+DPM-Solver++, UniPC, PNDM) have no such identity: the slow test judges them, and every other
+scheduler the demo offers, on the embedded default with the project's digit classifier.
 """
 
 import pytest
 import torch
 from conftest import seeded_latents
 from diffusers import (
-    DDIMScheduler,
     DDPMScheduler,
-    DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    PNDMScheduler,
-    UniPCMultistepScheduler,
 )
 
 from pipeline_mnist_ddim.pipeline_mnist_ddim import MNISTDDIMPipeline
+from pipeline_mnist_ddim.tools.demo.limits import SCHEDULERS
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -57,16 +53,6 @@ def test_ancestral_samplers_sample_ddims_eta_one_images_from_the_same_generator(
 
 # ---------------------------------------------------------------- the embedded default, judged by the classifier
 
-SWAPS = {
-    "DDIM": (DDIMScheduler, {}),
-    "Euler": (EulerDiscreteScheduler, {}),
-    "Heun": (HeunDiscreteScheduler, {}),
-    "Euler-ancestral": (EulerAncestralDiscreteScheduler, {}),
-    "DPM-Solver++ (multistep)": (DPMSolverMultistepScheduler, dict(algorithm_type="dpmsolver++")),
-    "UniPC": (UniPCMultistepScheduler, {}),
-    "PNDM": (PNDMScheduler, {}),
-    "DDPM": (DDPMScheduler, {}),
-}
 DEFAULT_STEPS = 20
 DIGITS = [str(d) for d in range(10)]
 
@@ -89,13 +75,16 @@ def classifier():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", SWAPS)
+@pytest.mark.parametrize("name", SCHEDULERS)
 def test_swapped_scheduler_draws_the_prompted_digits_on_the_default(default_pipeline, classifier, name):
+    """Every scheduler the demo offers, swapped in as the demo swaps it; needs the pipeline's `init_noise_sigma`
+    scaling (Euler and Heun start from sigma_max, not 1)."""
+    from pipeline_mnist_ddim.tools.demo.work import MNISTDemo
     from pipeline_mnist_ddim.tools.metrics import predict_labels
 
-    scheduler_class, options = SWAPS[name]
-    default_pipeline.scheduler = scheduler_class.from_config(default_pipeline.scheduler.config, **options)
-    images = default_pipeline(
+    pipe = MNISTDemo(default_pipeline).with_scheduler(name)
+    assert type(pipe.scheduler).__name__ == SCHEDULERS[name]
+    images = pipe(
         prompt=DIGITS,
         num_inference_steps=DEFAULT_STEPS,
         output_type="pt",

@@ -93,6 +93,7 @@ def test_ema_follows_its_written_out_warm_up_and_resumes_mid_way(start):
         assert abs(ema.shadow_params[0].item() - expected) <= 1e-5, n
 
 
+@pytest.mark.slow  # torch.compile
 def test_compiled_network_saves_its_ema_under_the_lessons_keys(tmp_path, tiny_dataset):
     path = train(tiny_config(tmp_path, tiny_dataset, num_training_steps=1, compile=True, compile_backend="aot_eager"))
     checkpoint = torch.load(path, weights_only=True)
