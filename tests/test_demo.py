@@ -9,8 +9,9 @@ from demo_requests import STEPS, drawn_digit, request
 from pipeline_mnist_ddim.conversion.folders import load_pipeline_folder, save_pipeline_folder
 from pipeline_mnist_ddim.conversion.text_encoders import VOCABULARY
 from pipeline_mnist_ddim.tools.demo.app import GradioHandlers, build_demo
+from pipeline_mnist_ddim.tools.demo.images import digit_from_image
 from pipeline_mnist_ddim.tools.demo.limits import SCHEDULERS, DemoInputError, DemoLimits, parse_prompts
-from pipeline_mnist_ddim.tools.demo.work import MNISTDemo, digit_from_image
+from pipeline_mnist_ddim.tools.demo.work import MNISTDemo
 from pipeline_mnist_ddim.tools.interpolation import seeded_latent
 
 

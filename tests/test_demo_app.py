@@ -10,8 +10,9 @@ from demo_requests import STEPS, drawn_digit, request
 
 from pipeline_mnist_ddim.tools.commands import demo as demo_command
 from pipeline_mnist_ddim.tools.demo.app import GradioHandlers, build_demo
+from pipeline_mnist_ddim.tools.demo.images import digit_from_image
 from pipeline_mnist_ddim.tools.demo.limits import DemoInputError, DemoLimits
-from pipeline_mnist_ddim.tools.demo.work import MNISTDemo, digit_from_image
+from pipeline_mnist_ddim.tools.demo.work import MNISTDemo
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

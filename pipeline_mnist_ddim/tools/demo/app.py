@@ -6,6 +6,7 @@ from typing import Optional
 from PIL import Image
 
 from pipeline_mnist_ddim.tools.arguments import MAX_STEPS
+from pipeline_mnist_ddim.tools.demo.images import latent_to_display, strip, to_display
 from pipeline_mnist_ddim.tools.demo.limits import (
     GUIDANCE_SLIDER_MAX,
     INVERSION_STEPS,
@@ -13,7 +14,7 @@ from pipeline_mnist_ddim.tools.demo.limits import (
     SCHEDULERS,
     DemoLimits,
 )
-from pipeline_mnist_ddim.tools.demo.work import MNISTDemo, latent_to_display, strip, to_display
+from pipeline_mnist_ddim.tools.demo.work import MNISTDemo
 
 
 # ---------------------------------------------------------------------------- Gradio
