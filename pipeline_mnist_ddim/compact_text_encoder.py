@@ -5,7 +5,7 @@ pipeline folder), so it imports only torch, diffusers and transformers.
 
 A Lesson 5e model saw twenty prompts ("zero".."nine", "0".."9"); for each of them CLIP
 ViT-L/14's (77, 768) ``last_hidden_state`` is one fixed tensor. `CompactTextEncoder` stores
-those tensors (4.7 MB in float32 instead of CLIP's 490 MB) and returns them exactly. Its
+those tensors (4.7 MB in float32 instead of CLIP's 492 MB) and returns them exactly. Its
 tokenizer (a stock `PreTrainedTokenizerFast`) maps a whole prompt, lowercased and stripped
 as CLIP's tokenizer would treat it, to the prompt's row number; anything else becomes the
 unknown token, which the pipeline and this encoder refuse with the list of accepted prompts.

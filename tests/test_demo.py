@@ -1,4 +1,4 @@
-"""The web demo's functions (pipeline_mnist_ddim/tools/demo.py) on a tiny pipeline; the page itself: test_demo_browser.py."""
+"""The web demo's functions (pipeline_mnist_ddim/tools/demo/) on a tiny pipeline; the page itself: test_demo_browser.py."""
 
 import numpy as np
 import pytest

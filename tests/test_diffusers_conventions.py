@@ -1,4 +1,4 @@
-"""The pipeline behaves as a stock diffusers pipeline does for the scripts written against those (issue 9); the LoRA
+"""The pipeline behaves as a stock diffusers pipeline does for the scripts written against those; the LoRA
 scale and loading through the class: test_diffusers_lora_scale_and_class_loading.py."""
 
 import ast

@@ -1,4 +1,4 @@
-"""The pipeline as a stock diffusers pipeline (issue 9), part two: the LoRA scale in `cross_attention_kwargs`
+"""The pipeline as a stock diffusers pipeline, part two: the LoRA scale in `cross_attention_kwargs`
 reaches both models for one call only, and loading through the class uses the installed code (the folder's
 copy still needs `trust_remote_code` through `DiffusionPipeline`); part one: test_diffusers_conventions.py."""
 

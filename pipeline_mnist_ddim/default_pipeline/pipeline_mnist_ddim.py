@@ -193,7 +193,7 @@ class MNISTDDIMPipeline(
                 Images per prompt (per `prompt_embeds` row); unconditionally, images per `batch_size`.
             batch_size (`int`, *optional*):
                 Without a prompt: the number of images (times `num_images_per_prompt`), default 1.
-                With a prompt it counts prompts, as in Stable Diffusion: it may be left out, and is
+                With a prompt it counts prompts (Stable Diffusion has no such argument): it may be left out, and is
                 refused unless it equals the number of prompts (use `num_images_per_prompt` for more).
             eta (`float`, *optional*, defaults to 0.0):
                 DDIM's eta, from 0 to 1: 0 is deterministic (the lesson), 1 has DDPM's posterior variance.

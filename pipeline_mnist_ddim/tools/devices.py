@@ -55,7 +55,7 @@ def cpu_has_native_bf16() -> bool:
 def resolve_dtype(name: str, device: torch.device) -> str:
     """``auto`` is bfloat16 weights (latents stay float32) on a CPU with native bf16, float32 elsewhere.
 
-    On such a CPU bf16 weights halve the main job's time (README, "Speed"); without native bf16 it
+    On such a CPU bf16 weights halve the main job's time (docs/speed.md); without native bf16 it
     is emulated and slower, and GPUs keep float32 until measured.
     """
     if name != "auto":

@@ -46,7 +46,9 @@ class SampleSettings:
 
     pipeline: Optional[str] = option(None, PIPELINE_HELP)
     checkpoint: Optional[str] = option(None, "a Lesson 5e checkpoint, converted in memory (instead of --pipeline)")
-    text_encoder: Optional[str] = option(None, "with --checkpoint: Hub id or folder of its text encoder")
+    text_encoder: Optional[str] = option(
+        None, "with --checkpoint: Hub id or folder of its text encoder (None: none, unconditional grids only)"
+    )
     compact_text_encoder: bool = option(False, "with --checkpoint: keep only the encoder's outputs for the 20 prompts")
     ema: bool = option(False, "with --checkpoint: use its EMA weights")
     output_dir: str = option("output", "where the grids go; a folder holding a run gets output_dir/run-N instead")

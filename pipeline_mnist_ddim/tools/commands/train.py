@@ -5,7 +5,7 @@ r"""Train a Lesson 5e model (reference network, lesson-format checkpoints).
 
 (or python scripts/train_lesson5e.py ...). Multi-GPU: ``accelerate launch scripts/train_lesson5e.py ...``.
 Resume with ``--resume latest``. On a GPU, ``--compile --compile_mode reduce-overhead`` compiles
-the network with CUDA graphs: the step is launch-bound at MNIST sizes (see README, "Speed").
+the network with CUDA graphs: the step is launch-bound at MNIST sizes (see docs/speed.md).
 """
 
 import logging
