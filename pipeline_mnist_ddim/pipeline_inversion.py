@@ -11,7 +11,7 @@ from diffusers import DDIMInverseScheduler
 from diffusers.image_processor import PipelineImageInput, VaeImageProcessor, is_valid_image_imagelist
 
 
-class DDIMInversionMixin:
+class PipelineInversionMixin:
     """`invert` of `MNISTDDIMPipeline`, stepping with diffusers' `DDIMInverseScheduler`."""
 
     def _images_for_inversion(self, images) -> torch.Tensor:

@@ -17,10 +17,10 @@ from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils import logging, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
-from .pipeline_checks import InputChecksMixin
+from .pipeline_checks import PipelineChecksMixin
 from .pipeline_folder import PipelineFolderMixin
-from .pipeline_inversion import DDIMInversionMixin
-from .pipeline_prompts import PromptEncodingMixin
+from .pipeline_inversion import PipelineInversionMixin
+from .pipeline_prompts import PipelinePromptsMixin
 
 
 logger = logging.get_logger(__name__)
@@ -44,9 +44,9 @@ EXAMPLE_DOC_STRING = """
 
 class MNISTDDIMPipeline(
     PipelineFolderMixin,
-    InputChecksMixin,
-    PromptEncodingMixin,
-    DDIMInversionMixin,
+    PipelineChecksMixin,
+    PipelinePromptsMixin,
+    PipelineInversionMixin,
     DiffusionPipeline,
     StableDiffusionLoraLoaderMixin,
 ):

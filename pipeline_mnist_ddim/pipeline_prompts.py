@@ -11,7 +11,7 @@ from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils import USE_PEFT_BACKEND, scale_lora_layers, unscale_lora_layers
 
 
-class PromptEncodingMixin:
+class PipelinePromptsMixin:
     """`encode_prompt` of `MNISTDDIMPipeline`: the lesson's context from its `tokenizer` and `text_encoder`."""
 
     def accepted_words(self) -> Optional[List[str]]:

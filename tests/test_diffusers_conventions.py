@@ -1,5 +1,5 @@
 """The pipeline behaves as a stock diffusers pipeline does for the scripts written against those; the LoRA
-scale and loading through the class: test_diffusers_lora_scale_and_class_loading.py."""
+scale per call: test_lora.py; loading through the class: test_loading_through_the_class.py."""
 
 import ast
 import importlib

@@ -13,7 +13,7 @@ import torch
 from diffusers import SchedulerMixin
 
 
-class InputChecksMixin:
+class PipelineChecksMixin:
     """The checks of `MNISTDDIMPipeline`: a ValueError that names the argument and what is accepted."""
 
     @staticmethod
