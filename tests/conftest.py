@@ -324,6 +324,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if count:
         seconds = time.monotonic() - config.stash[SUITE_STARTED]
         terminalreporter.write_line(
-            f"suite: {count} tests in {seconds:.0f} s ({seconds / 60:.1f} min) on {cpu_model()}, "
+            f"this run: {count} tests in {seconds:.0f} s ({seconds / 60:.1f} min) on {cpu_model()}, "
             f"{os.cpu_count()} cores, torch threads: {torch.get_num_threads()}"
         )
