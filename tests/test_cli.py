@@ -244,7 +244,16 @@ def test_ctrl_c_ends_a_tool_with_one_line_and_exit_code_130_leaving_no_half_writ
     command = [sys.executable, "-m", "pipeline_mnist_ddim.tools.commands.sample", "--output_dir", str(output)]
     command += ["--num_samples", "4", "--num_inference_steps", "1000"]  # long enough to be interrupted
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    # A Ctrl-C the test runner itself ignores (pytest started with `&` in a script) would be inherited, and Python
+    # keeps an inherited SIG_IGN: the tool gets Ctrl-C's default, as a terminal gives it.
+    process = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     seen = ""
     while "unconditional:" not in seen:  # the first progress bar: sampling has started
         character = process.stderr.read(1)
