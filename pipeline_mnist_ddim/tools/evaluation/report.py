@@ -73,7 +73,7 @@ def results_markdown(results: Dict[str, Any]) -> str:
         f"Device: {results['device']} x {results['num_processes']} process(es); "
         f"wall time {results['seconds'] / 60:.1f} min"
         + (
-            " (run with --reuse_cache: cells already in its cache were reused; evaluation.json keeps each cell's own time)"
+            " (run with --cache_dir: cells already in its cache were reused; evaluation.json keeps each cell's own time)"
             if settings.cache_dir
             else ""
         )
