@@ -146,17 +146,17 @@ def test_concurrent_runs_into_one_folder_each_claim_their_own(tmp_path):
 
 def test_a_run_started_meanwhile_gets_the_next_folder(sampler, workdir, monkeypatch):
     """The folder that looked free when sampling began is claimed by another run before this one writes."""
-    import pipeline_mnist_ddim.tools.sample as sample_grids
+    import pipeline_mnist_ddim.tools.sample as sample_tool
 
     output = workdir / "outputs" / "same"
-    real_claim = sample_grids.claim_output_dir
+    real_claim = sample_tool.claim_output_dir
 
     def claim_after_another_run(output_dir, overwrite):
         other, _ = real_claim(output_dir, overwrite)  # the other run, finishing first
         (Path(other) / "settings.json").write_text("the other run")
         return real_claim(output_dir, overwrite)
 
-    monkeypatch.setattr(sample_grids, "claim_output_dir", claim_after_another_run)
+    monkeypatch.setattr(sample_tool, "claim_output_dir", claim_after_another_run)
     code, stderr, _ = sampler("--output_dir", output)
     assert code == 0, stderr
     assert (output / "settings.json").read_text() == "the other run"

@@ -9,7 +9,7 @@ import torch
 from conftest import seeded_latents
 
 from pipeline_mnist_ddim.conversion.folders import save_pipeline_folder
-from pipeline_mnist_ddim.tools import sample as sample_grids
+from pipeline_mnist_ddim.tools import sample as sample_tool
 from pipeline_mnist_ddim.tools.benchmarks import suites as benchmarking
 from pipeline_mnist_ddim.tools.commands import benchmark as benchmark_command
 from pipeline_mnist_ddim.tools.commands.sample import SampleSettings
@@ -55,7 +55,7 @@ def test_main_job_records_the_dtype_it_used(tmp_path, tiny_pipeline, cpu_capabil
     folder = save_pipeline_folder(tiny_pipeline, str(tmp_path / "pipe"))
     for features, expected in (({"amx_bf16": True}, "bfloat16"), ({}, "float32")):
         cpu_capabilities(**features)
-        out = sample_grids.run(
+        out = sample_tool.run(
             SampleSettings(
                 pipeline=folder,
                 output_dir=str(tmp_path / expected),
