@@ -51,12 +51,9 @@ TEXT_ENCODERS = (["transformers", "CLIPTextModel"], ["compact_text_encoder", "Co
 TOKENIZERS = ("PreTrainedTokenizerFast", "CLIPTokenizerFast", "CLIPTokenizer", "TokenizersBackend")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
-# transformers' name, then diffusers' (the compact text encoder is a diffusers ModelMixin)
 
 
-def _requireis_whole(
-    folder: FolderReader, where: str, config: dict, key: str, low: int, high: int, default=None
-) -> int:
+def _require_whole(folder: FolderReader, where: str, config: dict, key: str, low: int, high: int, default=None) -> int:
     value = config.get(key, default)
     if not is_whole(value, low, high):
         raise folder.fail(where, f"{key} is {shown(value)}, expected a whole number from {low} to {high}")
@@ -117,7 +114,7 @@ def _check_unet(f: FolderReader, index: dict) -> dict:
     config = f.json(where)
     if config.get("_class_name") != UNET_CLASS[1]:
         raise f.fail(where, f"_class_name is {shown(config.get('_class_name'))}, not {UNET_CLASS[1]}")
-    size = _requireis_whole(f, where, config, "sample_size", 8, MAX_SAMPLE_SIZE, 32)
+    size = _require_whole(f, where, config, "sample_size", 8, MAX_SAMPLE_SIZE, 32)
     if size % 8:  # three downsamplings by 2
         raise f.fail(where, f"sample_size is {size}, not a multiple of 8")
     in_channels = config.get("in_channels", 1)
@@ -127,11 +124,11 @@ def _check_unet(f: FolderReader, index: dict) -> dict:
             f"in_channels {shown(in_channels)} and out_channels {shown(config.get('out_channels', 1))}: "
             "expected 1 or 3, the same for both",
         )
-    base = _requireis_whole(f, where, config, "base_channels", 32, MAX_WIDTHS["base_channels"], 128)
+    base = _require_whole(f, where, config, "base_channels", 32, MAX_WIDTHS["base_channels"], 128)
     if base % 32:
         raise f.fail(where, f"base_channels is {base}, not a multiple of 32 (GroupNorm uses 32 groups)")
     for key, default in (("cross_attention_dim", 768), ("transformer_inner_dim", 64)):
-        _requireis_whole(f, where, config, key, 1, MAX_WIDTHS[key], default)
+        _require_whole(f, where, config, key, 1, MAX_WIDTHS[key], default)
     dropout = config.get("dropout", 0.0)
     if not is_number(dropout) or not 0 <= dropout < 1:
         raise f.fail(where, f"dropout is {shown(dropout)}, expected a number in [0, 1)")
@@ -154,7 +151,7 @@ def _check_scheduler(f: FolderReader, index: dict) -> int:
         raise f.fail(
             where, f"_class_name is {shown(config.get('_class_name'))}, but model_index.json says {declared[1]}"
         )
-    steps = _requireis_whole(f, where, config, "num_train_timesteps", 1, MAX_TRAIN_TIMESTEPS, 1000)
+    steps = _require_whole(f, where, config, "num_train_timesteps", 1, MAX_TRAIN_TIMESTEPS, 1000)
     betas = config.get("trained_betas")
     if betas is not None:
         if not isinstance(betas, list):
@@ -178,7 +175,7 @@ def _check_scheduler(f: FolderReader, index: dict) -> int:
         if key in config and config[key] not in choices:
             raise f.fail(where, f"{key} is {shown(config[key])}, expected one of {', '.join(choices)}")
     # The lesson's 0; diffusers' configs often say 1. Larger offsets push the last timestep past the schedule.
-    _requireis_whole(f, where, config, "steps_offset", 0, 1, 0)
+    _require_whole(f, where, config, "steps_offset", 0, 1, 0)
     if config.get("prediction_type", "epsilon") != "epsilon":
         raise f.fail(where, f"prediction_type is {shown(config.get('prediction_type'))}: the lesson predicts epsilon")
     for key in ("clip_sample", "thresholding", "set_alpha_to_one", "rescale_betas_zero_snr"):
@@ -212,8 +209,8 @@ def _check_text_components(f: FolderReader, index: dict, context_width: int) -> 
             or not all(isinstance(p, str) for p in prompts)
         ):
             raise f.fail(where, "prompts must be a list of 1 to 1000 texts")
-        length = _requireis_whole(f, where, config, "sequence_length", 1, MAX_TOKENS, 77)
-        width = _requireis_whole(f, where, config, "hidden_size", 1, MAX_WIDTHS["cross_attention_dim"], 768)
+        length = _require_whole(f, where, config, "sequence_length", 1, MAX_TOKENS, 77)
+        width = _require_whole(f, where, config, "hidden_size", 1, MAX_WIDTHS["cross_attention_dim"], 768)
         if len(prompts) * length * width > MAX_COMPACT_ELEMENTS:
             raise f.fail(where, f"a table of {len(prompts)} x {length} x {width} values is implausibly large")
         vocab_size = None  # its tokenizer's ids are rows; the encoder itself refuses others
@@ -221,21 +218,21 @@ def _check_text_components(f: FolderReader, index: dict, context_width: int) -> 
     else:
         if config.get("model_type") != "clip_text_model":
             raise f.fail(where, f"model_type is {shown(config.get('model_type'))}, not clip_text_model")
-        width = _requireis_whole(f, where, config, "hidden_size", 1, MAX_WIDTHS["cross_attention_dim"])
-        heads = _requireis_whole(f, where, config, "num_attention_heads", 1, width)
+        width = _require_whole(f, where, config, "hidden_size", 1, MAX_WIDTHS["cross_attention_dim"])
+        heads = _require_whole(f, where, config, "num_attention_heads", 1, width)
         if width % heads:
             raise f.fail(where, f"hidden_size {width} is not a multiple of num_attention_heads {heads}")
-        _requireis_whole(f, where, config, "num_hidden_layers", 1, MAX_LAYERS)
-        _requireis_whole(f, where, config, "intermediate_size", 1, MAX_INTERMEDIATE)
-        vocab_size = _requireis_whole(f, where, config, "vocab_size", 1, MAX_VOCAB)
-        max_positions = _requireis_whole(f, where, config, "max_position_embeddings", 1, MAX_TOKENS)
+        _require_whole(f, where, config, "num_hidden_layers", 1, MAX_LAYERS)
+        _require_whole(f, where, config, "intermediate_size", 1, MAX_INTERMEDIATE)
+        vocab_size = _require_whole(f, where, config, "vocab_size", 1, MAX_VOCAB)
+        max_positions = _require_whole(f, where, config, "max_position_embeddings", 1, MAX_TOKENS)
         weight_header(f, "text_encoder")
     if width != context_width:
         raise f.fail(where, f"hidden_size {width} differs from the UNet's cross_attention_dim {context_width}")
 
     where = "tokenizer/tokenizer_config.json"
     config = f.json(where)
-    _requireis_whole(f, where, config, "model_max_length", 1, max_positions)
+    _require_whole(f, where, config, "model_max_length", 1, max_positions)
     ids = _token_ids(f)
     if vocab_size is not None and ids and max(ids) >= vocab_size:
         raise f.fail("tokenizer", f"token id {max(ids)} is beyond the text encoder's vocab_size {vocab_size}")

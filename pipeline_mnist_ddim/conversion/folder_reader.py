@@ -12,12 +12,10 @@ from typing import Any, Dict, List, Optional
 
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a scheduler config holds 1000 betas: about 25 kB
-
 MAX_CODE_BYTES = 1024 * 1024
 MAX_SAFETENSORS_HEADER = 100 * 1000 * 1000  # the safetensors format's own limit
-
 WEIGHT_DTYPES = ("F32", "F16", "BF16")  # what the lesson and this package ever store
-
+# transformers' name, then diffusers' (the compact text encoder is a diffusers ModelMixin)
 WEIGHT_FILES = {
     "unet": ("diffusion_pytorch_model.safetensors",),
     "text_encoder": ("model.safetensors", "diffusion_pytorch_model.safetensors"),
@@ -36,7 +34,7 @@ class FolderReader:
         self.folder = folder
 
     def fail(self, where: str, problem: str) -> PipelineFolderError:
-        # "could not be loaded as a pipeline" is the wording folder_io uses for what diffusers refuses
+        # "could not be loaded as a pipeline" is the wording folders.py uses for what diffusers refuses
         return PipelineFolderError(f"{self.folder} could not be loaded as a pipeline: {where}: {problem}")
 
     def path(self, *parts: str) -> str:

@@ -1,4 +1,4 @@
-"""A Lesson 5e checkpoint (+ a text encoder) -> an in-memory `MNISTDDIMPipeline` (folder_io.py saves it)."""
+"""A Lesson 5e checkpoint (+ a text encoder) -> an in-memory `MNISTDDIMPipeline` (folders.py saves it)."""
 
 from typing import Optional, Tuple
 
