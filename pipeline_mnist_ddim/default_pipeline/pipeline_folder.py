@@ -87,8 +87,9 @@ class PipelineFolderMixin:
 
         diffusers' `save_pretrained` copies no code and records custom classes as plain names or
         as dynamic module paths; this copies the pipeline's and the UNet's source files verbatim, with
-        the files they import relatively, and records both as `[module, class]` pairs in `model_index.json`. With `push_to_hub=True`
-        the folder is uploaded only once complete (the parent would upload before these fixes).
+        the files they import relatively, and records both as `[module, class]` pairs in
+        `model_index.json`. With `push_to_hub=True` the folder is uploaded only once complete (the
+        parent would upload before these fixes).
         """
         hub_kwargs = {
             key: kwargs.pop(key)
