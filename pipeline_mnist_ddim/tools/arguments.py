@@ -36,16 +36,21 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)  # True is an int to Python, not a count
 
 
+def _is_integral(value) -> bool:
+    """A finite number with a whole value: an int, or a float such as 3.0 (Gradio's numbers)."""
+    return _is_number(value) and math.isfinite(value) and value == int(value)
+
+
 def whole_number(value, name: str, low: int, high: int) -> int:
     """``value`` as an int from ``low`` to ``high``; a float with a whole value counts (Gradio's numbers)."""
-    if not _is_number(value) or not math.isfinite(value) or value != int(value) or not low <= value <= high:
+    if not _is_integral(value) or not low <= value <= high:
         raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value}")
     return int(value)
 
 
 def at_least(value, name: str, low: int) -> int:
     """``value`` as an int of at least ``low``, where the upper bound is checked later (e.g. by a loaded model)."""
-    if not _is_number(value) or not math.isfinite(value) or value != int(value) or value < low:
+    if not _is_integral(value) or value < low:
         raise ValueError(f"{name} must be a whole number of at least {low}, not {value}")
     return int(value)
 
@@ -62,7 +67,7 @@ def real_number(value, name: str, low: float, high: float = math.inf, meaning: s
 def check_seed(seed, name: str = "--seed", span: int = 0) -> int:
     """``seed`` when torch can seed generators with every seed from it to ``seed + span``."""
     low, high = SEED_RANGE
-    if not _is_number(seed) or not math.isfinite(seed) or seed != int(seed) or not low <= seed <= high - span:
+    if not _is_integral(seed) or not low <= seed <= high - span:
         most = f"2**64 - 1 - {span}" if span else "2**64 - 1"
         reason = f"seeds from seed to seed + {span} are used" if span else "torch's seeds"
         raise ValueError(f"{name} must be a whole number from -2**63 to {most} ({reason}), not {seed}")
